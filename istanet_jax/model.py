@@ -1,0 +1,373 @@
+"""ISTA-Net (Interactive Spatiotemporal Token Attention Network) as Flax Linen modules.
+
+Computes what the official PyTorch model (`model/ISTANet.py`, `model/TSABlock.py`,
+`model/PositionalEncoding.py` of github.com/Necolizer/ISTA-Net) computes, in one layout:
+channels-last. Notation as in the paper and the reference:
+
+  N batch, C channels, T frames, J joints (V in feeders), E entities (M in feeders),
+  window (Tw, Jw, Ew), U tokens = ceil(T/Tw) * ceil(J/Jw) * ceil(E/Ew), JE = Jw * Ew.
+
+Inside the model activations are (N, Tw, JE, U, C); the reference's (N, C, Tw, JE, U) only
+appears at the checkpoint boundary (`torch_compat`). Variable paths joined with '.' are the
+reference's state-dict keys (`blocks.3.proj.0.weight`); leaves keep PyTorch's names
+(`weight`, `running_var`, ...) with channels-last layouts:
+
+  conv weight   (kt, kj, ku, in, out)     reference (out, in, kt, kj, ku)
+  fc weight     (in, out)                 reference (out, in)
+  pes.pe        (1, Tw, JE, U, C)         reference (1, C, Tw, JE, U)
+
+Collections: `params` (trained), `batch_stats` (BatchNorm running statistics, updated in
+train mode), `buffers` (the positional-encoding tables: constants that PyTorch stores in
+checkpoints, carried so that a loaded model uses the stored values bit for bit).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence
+
+import einops
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+LEAKY_SLOPE = 0.1  # nn.LeakyReLU(0.1) everywhere in the reference.
+
+
+def num_tokens(num_frames: int, num_joints: int, num_persons: int,
+               window_size: Sequence[int]) -> int:
+  """U: windows per axis after replicate padding, multiplied."""
+  tw, jw, ew = window_size
+  return math.ceil(num_frames / tw) * math.ceil(num_joints / jw) * math.ceil(num_persons / ew)
+
+
+def window_partition(x: jax.Array, window_size: Sequence[int]) -> jax.Array:
+  """(N, T, J, E, C) -> (N, Tw, Jw*Ew, U, C), padding T, J, E to multiples by replication.
+
+  As in the reference, a window holds frames that lie T/Tw apart (the within-window index is
+  the outer factor of T), and tokens are ordered (T/Tw, J/Jw, E/Ew).
+  """
+  _, t, j, e, _ = x.shape
+  tw, jw, ew = window_size
+  pads = [(0, 0), (0, -t % tw), (0, -j % jw), (0, -e % ew), (0, 0)]
+  if any(p[1] for p in pads):
+    x = jnp.pad(x, pads, mode='edge')
+  return einops.rearrange(
+      x, 'n (tw tu) (jw ju) (ew eu) c -> n tw (jw ew) (tu ju eu) c', tw=tw, jw=jw, ew=ew)
+
+
+def positional_encoding_table(channels: int, window_size: Sequence[int],
+                              tokens: int) -> np.ndarray:
+  """The reference's sinusoidal token encoding, (1, Tw, Jw*Ew, U, C), float32 as it computes it.
+
+  It depends on the token index only; the reference repeats it over the window's positions
+  and stores the whole table, so we do too.
+  """
+  position = np.arange(tokens, dtype=np.float32)[:, None]
+  div_term = np.exp(np.arange(0, channels, 2, dtype=np.float32)
+                    * np.float32(-(math.log(10000.0) / channels)))
+  table = np.zeros((tokens, channels), np.float32)
+  table[:, 0::2] = np.sin(position * div_term)
+  table[:, 1::2] = np.cos(position * div_term)[:, :channels // 2]
+  tw, jw, ew = window_size
+  return np.broadcast_to(table, (1, tw, jw * ew, tokens, channels)).copy()
+
+
+def torch_uniform_init(fan_in: int):
+  """PyTorch's default conv/linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for weight and bias."""
+  bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
+
+
+def leaky_relu(x):
+  return jax.nn.leaky_relu(x, LEAKY_SLOPE)
+
+
+class Conv3d(nn.Module):
+  """nn.Conv3d(in, out, kernel, padding=(k-1)//2) on (N, Tw, JE, U, C) with kernel (kt, kj, ku).
+
+  The reference only uses 1x1x1, (1,1,ku) over tokens and (kt,1,1) over the window's frames;
+  each runs as the cheapest op of its kind (a matmul, a 1-D conv over U, a 2-D NHWC conv over
+  Tw), anything else as a general 3-D conv.
+  """
+  features: int
+  kernel_size: Sequence[int] = (1, 1, 1)
+  dtype: Optional[Dtype] = None
+  param_dtype: Dtype = jnp.float32
+  precision: Any = None
+
+  @nn.compact
+  def __call__(self, x):
+    in_features = x.shape[-1]
+    kt, kj, ku = self.kernel_size
+    fan_in = in_features * kt * kj * ku
+    weight = self.param('weight', torch_uniform_init(fan_in),
+                        (kt, kj, ku, in_features, self.features), self.param_dtype)
+    bias = self.param('bias', torch_uniform_init(fan_in), (self.features,), self.param_dtype)
+    dtype = self.dtype or jnp.result_type(x, weight)
+    x, weight, bias = x.astype(dtype), weight.astype(dtype), bias.astype(dtype)
+    n, tw, je, u, _ = x.shape
+    if (kt, kj, ku) == (1, 1, 1):
+      y = jnp.einsum('...i,io->...o', x, weight[0, 0, 0], precision=self.precision)
+    elif (kt, kj) == (1, 1):
+      y = jax.lax.conv_general_dilated(
+          x.reshape(n * tw * je, u, in_features), weight[0, 0], window_strides=(1,),
+          padding=[((ku - 1) // 2,) * 2], dimension_numbers=('NWC', 'WIO', 'NWC'),
+          precision=self.precision)
+      y = y.reshape(n, tw, je, u, self.features)
+    elif (kj, ku) == (1, 1):
+      y = jax.lax.conv_general_dilated(
+          x.reshape(n, tw, je * u, in_features), weight[:, 0], window_strides=(1, 1),
+          padding=[((kt - 1) // 2,) * 2, (0, 0)], dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+          precision=self.precision)
+      y = y.reshape(n, tw, je, u, self.features)
+    else:
+      y = jax.lax.conv_general_dilated(
+          x, weight, window_strides=(1, 1, 1), padding=[((k - 1) // 2,) * 2 for k in (kt, kj, ku)],
+          dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'), precision=self.precision)
+    return y + bias
+
+
+class BatchNorm(nn.Module):
+  """nn.BatchNorm3d as PyTorch trains it, over all axes but the last.
+
+  Train mode normalises with the biased batch variance and moves the running variance towards
+  the *unbiased* one (Flax's BatchNorm uses the biased one); momentum 0.1, eps 1e-5. Statistics
+  are computed in at least float32, whatever the compute dtype.
+
+  `group_size` gives ghost batch norm: statistics per consecutive group of that many samples,
+  as `DataParallel` computes them per GPU. The running statistics then follow the mean of the
+  groups' statistics (`DataParallel` keeps only the first GPU's update; the mean is the
+  better estimate and equal in expectation).
+  """
+  momentum: float = 0.1
+  epsilon: float = 1e-5
+  dtype: Optional[Dtype] = None
+  param_dtype: Dtype = jnp.float32
+  group_size: Optional[int] = None
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    c = x.shape[-1]
+    weight = self.param('weight', nn.initializers.ones, (c,), self.param_dtype)
+    bias = self.param('bias', nn.initializers.zeros, (c,), self.param_dtype)
+    running_mean = self.variable('batch_stats', 'running_mean',
+                                 lambda: jnp.zeros((c,), self.param_dtype))
+    running_var = self.variable('batch_stats', 'running_var',
+                                lambda: jnp.ones((c,), self.param_dtype))
+    num_batches_tracked = self.variable('batch_stats', 'num_batches_tracked',
+                                        lambda: jnp.zeros((), jnp.int32))
+    stats_dtype = jnp.promote_types(x.dtype, jnp.float32)
+    dtype = self.dtype or jnp.result_type(x, weight)
+    if train:
+      n = x.shape[0]
+      g = self.group_size or n
+      if n % g:
+        raise ValueError(f'batch of {n} is not a multiple of bn_group_size {g}')
+      xs = x.astype(stats_dtype).reshape(n // g, g, *x.shape[1:])
+      axes = tuple(range(1, xs.ndim - 1))
+      mean = xs.mean(axes, keepdims=True)
+      # Two passes (mean, then centred squares): one fused XLA loop each, and no cancellation.
+      var = jnp.square(xs - mean).mean(axes, keepdims=True)
+      count = xs.size // (xs.shape[0] * c)
+      if not self.is_initializing():
+        unbiased = var * (count / max(count - 1, 1))
+        m = self.momentum
+        # Statistics keep the dtype they were loaded in (float64 for parity checks).
+        running_mean.value = ((1 - m) * running_mean.value
+                              + m * mean.mean(0).reshape(c).astype(running_mean.value.dtype))
+        running_var.value = ((1 - m) * running_var.value
+                             + m * unbiased.mean(0).reshape(c).astype(running_var.value.dtype))
+        num_batches_tracked.value = num_batches_tracked.value + 1
+      scale = jax.lax.rsqrt(var + self.epsilon) * weight.astype(stats_dtype)
+      y = (xs - mean) * scale + bias.astype(stats_dtype)
+      return y.reshape(x.shape).astype(dtype)
+    mean = running_mean.value.astype(stats_dtype)
+    scale = jax.lax.rsqrt(running_var.value.astype(stats_dtype) + self.epsilon) * weight
+    return ((x.astype(stats_dtype) - mean) * scale + bias).astype(dtype)
+
+
+class ConvBN(nn.Module):
+  """nn.Sequential(Conv3d, BatchNorm3d): children '0' and '1' as in the reference's keys."""
+  features: int
+  kernel_size: Sequence[int] = (1, 1, 1)
+  dtype: Optional[Dtype] = None
+  precision: Any = None
+  bn_group_size: Optional[int] = None
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = Conv3d(self.features, tuple(self.kernel_size), dtype=self.dtype,
+               precision=self.precision, name='0')(x)
+    return BatchNorm(dtype=self.dtype, group_size=self.bn_group_size, name='1')(x, train)
+
+
+class PositionalEncoding(nn.Module):
+  """The reference's `pes` module: a constant table, kept in `buffers` like PyTorch's buffer."""
+  window_size: Sequence[int]
+  tokens: int
+
+  @nn.compact
+  def __call__(self, x):
+    table = self.variable('buffers', 'pe', lambda: jnp.asarray(
+        positional_encoding_table(x.shape[-1], self.window_size, self.tokens)))
+    return table.value
+
+
+class TSABlock(nn.Module):
+  """Token self-attention over windows, then the token conv `proj`, FFN and temporal conv `TA`.
+
+  (N, Tw, JE, U, C_in) -> (N, Tw, JE, U, C_out).
+  """
+  in_channels: int
+  out_channels: int
+  qkv_dim: int
+  window_size: Sequence[int]
+  num_tokens: int
+  num_heads: int
+  kernel_size: Sequence[int]
+  use_pes: bool = True
+  att_drop: float = 0.0
+  dtype: Optional[Dtype] = None
+  precision: Any = None
+  bn_group_size: Optional[int] = None
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    n, tw, je, u, c = x.shape
+    h, d = self.num_heads, self.qkv_dim
+    k_t, k_u = self.kernel_size
+    conv_bn = lambda features, kernel, name: ConvBN(
+        features, kernel, dtype=self.dtype, precision=self.precision,
+        bn_group_size=self.bn_group_size, name=name)
+
+    xa = x
+    if self.use_pes:
+      xa = x + PositionalEncoding(self.window_size, self.num_tokens, name='pes')(x).astype(x.dtype)
+    qk = Conv3d(2 * h * d, dtype=self.dtype, precision=self.precision, name='to_qkvs')(xa)
+    q, k = jnp.split(qk.reshape(n, tw, je, u, 2, h, d), 2, axis=4)
+    alpha = self.param('alpha', nn.initializers.ones, (1, h, 1, 1))
+    m = self.param('M', nn.initializers.constant(1.0 / self.num_tokens), (1, h, u, u))
+    logits = jnp.einsum('ntvpshc,ntvqshc->nhpq', q, k, precision=self.precision)
+    atten = jnp.tanh(logits / (d * tw * je)) * alpha.astype(logits.dtype) + m.astype(logits.dtype)
+    atten = nn.Dropout(self.att_drop, deterministic=not train)(atten)
+    # Value mixing: every head mixes the (un-encoded) tokens; heads stack along channels, head
+    # major, as the reference's view(N, H*C, ...).
+    xa = jnp.einsum('ntvpc,nhpq->ntvqhc', x, atten.astype(x.dtype), precision=self.precision)
+    xa = xa.reshape(n, tw, je, u, h * c)
+
+    if self.in_channels != self.out_channels:
+      xres = conv_bn(self.out_channels, (1, 1, 1), 'residual')(x, train)
+    else:
+      xres = x
+    xa = leaky_relu(conv_bn(self.out_channels, (1, 1, k_u), 'proj')(xa, train) + xres)
+    xa = leaky_relu(conv_bn(self.out_channels, (1, 1, 1), 'FFN')(xa, train) + xres)
+    if self.in_channels != self.out_channels:
+      xres_ta = conv_bn(self.out_channels, (1, 1, 1), 'residual_TA')(xa, train)
+    else:
+      xres_ta = xa
+    return leaky_relu(conv_bn(self.out_channels, (k_t, 1, 1), 'TA')(xa, train) + xres_ta)
+
+
+class ISTANet(nn.Module):
+  """ISTA-Net with the reference's `model_args`, channels-last input (N, T, J, E, C) -> logits.
+
+  Logits are float32 whatever `dtype` (the compute dtype; None follows the inputs and
+  parameters, e.g. float64 for parity checks). Parameters are created in float32.
+  `bn_group_size` switches on ghost batch norm (see `BatchNorm`).
+  """
+  window_size: Sequence[int]
+  num_classes: int
+  num_joints: int
+  num_frames: int
+  num_persons: int
+  num_heads: int
+  num_channels: int
+  kernel_size: Sequence[int]
+  use_pes: bool = True
+  config: Sequence[Sequence[int]] = ()
+  att_drop: float = 0.0
+  dropout: float = 0.0
+  dtype: Optional[Dtype] = None
+  precision: Any = None
+  bn_group_size: Optional[int] = None
+
+  def __post_init__(self):
+    if len(self.window_size) != 3 or min(self.window_size) < 1:
+      raise ValueError(f'window_size must be three positive ints (Tw, Jw, Ew), got {self.window_size}')
+    if len(self.kernel_size) != 2 or any(k < 1 or k % 2 == 0 for k in self.kernel_size):
+      # An even kernel shortens the sequence by one and the reference's residual add fails.
+      raise ValueError(f'kernel_size must be two odd ints (k_t, k_u), got {self.kernel_size}')
+    if not self.config:
+      raise ValueError('config must list at least one block as (in_channels, out_channels, qkv_dim)')
+    for i, (cin, _, _) in enumerate(self.config[1:], 1):
+      if cin != self.config[i - 1][1]:
+        raise ValueError(f'config[{i}] takes {cin} channels but config[{i - 1}] gives '
+                         f'{self.config[i - 1][1]}')
+    super().__post_init__()
+
+  @property
+  def num_tokens(self) -> int:
+    return num_tokens(self.num_frames, self.num_joints, self.num_persons, self.window_size)
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    """x: (N, T, J, E, C) channels-last. Returns float32 logits (N, num_classes)."""
+    _, t, j, e, c = x.shape
+    expected = (self.num_joints, self.num_persons, self.num_channels)
+    if (j, e, c) != expected or num_tokens(t, j, e, self.window_size) != self.num_tokens:
+      raise ValueError(
+          f'input (N, T, J, E, C) = {x.shape} does not fit the model: expected T={self.num_frames}, '
+          f'J, E, C = {expected}')
+    if self.dtype is not None:
+      x = x.astype(self.dtype)
+    x = window_partition(x, self.window_size)
+    x = ConvBN(self.config[0][0], dtype=self.dtype, precision=self.precision,
+               bn_group_size=self.bn_group_size, name='embed')(x, train)
+    x = leaky_relu(x)
+    for i, (cin, cout, qkv_dim) in enumerate(self.config):
+      x = TSABlock(cin, cout, qkv_dim, window_size=tuple(self.window_size),
+                   num_tokens=self.num_tokens, num_heads=self.num_heads,
+                   kernel_size=tuple(self.kernel_size), use_pes=self.use_pes,
+                   att_drop=self.att_drop, dtype=self.dtype, precision=self.precision,
+                   bn_group_size=self.bn_group_size, name=f'blocks.{i}')(x, train)
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32)).mean(axis=(1, 2, 3))
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return Linear(self.num_classes, precision=self.precision, name='fc')(x)
+
+
+class Linear(nn.Module):
+  """nn.Linear with the reference's head init: xavier-normal weight (in, out), zero bias."""
+  features: int
+  precision: Any = None
+
+  @nn.compact
+  def __call__(self, x):
+    # torch's xavier_normal_ draws from an untruncated normal (jax's glorot_normal truncates).
+    weight = self.param('weight', nn.initializers.variance_scaling(1.0, 'fan_avg', 'normal'),
+                        (x.shape[-1], self.features), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
+    dtype = jnp.result_type(x, weight)
+    return jnp.dot(x.astype(dtype), weight.astype(dtype), precision=self.precision) + bias.astype(dtype)
+
+
+def apply_model(model: ISTANet, variables, x, *, train: bool, rng=None):
+  """Runs `model` on x in the reference layout (N, C, T, V, M).
+
+  Returns (logits, new_variables): in train mode BatchNorm runs on batch statistics and
+  `new_variables` holds the updated `batch_stats`; in eval mode it is `variables`. `rng` drives
+  dropout (train mode only); a model with non-zero dropout needs it in train mode.
+  """
+  x = einops.rearrange(x, 'n c t v m -> n t v m c')
+  if not train:
+    return model.apply(variables, x, train=False), variables
+  if rng is None and (model.dropout or model.att_drop):
+    raise ValueError('train mode with dropout needs an rng')
+  rngs = {'dropout': rng} if rng is not None else {}
+  logits, updates = model.apply(variables, x, train=True, rngs=rngs, mutable=['batch_stats'])
+  return logits, {**variables, **updates}
