@@ -168,7 +168,7 @@ def variables_from_state_dict(state_dict: Mapping[str, Any], model_args: Mapping
 
 
 def _config_hint(problems) -> str:
-  if any('missing' in p or 'unexpected' in p for p in problems) or len(problems) > 2:
+  if len(problems) > 2 or any('found (' in p for p in problems):
     return ' - is it a checkpoint of another config (blocks, heads, window, classes)?'
   return ''
 
@@ -201,7 +201,8 @@ def state_dict_from_variables(variables: Mapping[str, Any],
       value = np.asarray(flat[key])
       if key.endswith('num_batches_tracked'):
         value = value.astype(np.int64)
-      out[key] = np.ascontiguousarray(_to_torch_layout(key.rsplit('.', 1)[-1], value))
+      # np.array, not ascontiguousarray, which turns 0-d counters into shape (1,).
+      out[key] = np.array(_to_torch_layout(key.rsplit('.', 1)[-1], value), order='C')
   return out
 
 
@@ -239,7 +240,7 @@ def save_pt(state_dict: Mapping[str, Any], path: str | os.PathLike) -> None:
 
   path = os.fspath(path)
   tensors = collections.OrderedDict(
-      (k, torch.from_numpy(np.ascontiguousarray(_as_numpy(v)))) for k, v in state_dict.items())
+      (k, torch.from_numpy(np.array(_as_numpy(v), order='C'))) for k, v in state_dict.items())
   directory = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_', suffix='.pt')
   os.close(fd)

@@ -1,0 +1,155 @@
+"""Properties of the Flax model that the parity fixtures do not pin on their own."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from istanet_jax import torch_compat
+from istanet_jax.model import (BatchNorm, ISTANet, apply_model, positional_encoding_table,
+                               window_partition)
+from parity_cases import Case
+
+TINY = dict(window_size=[4, 5, 2], num_frames=12, num_joints=10, num_persons=2, num_channels=3,
+            num_classes=6, num_heads=2, kernel_size=[3, 3], use_pes=True,
+            config=[[8, 8, 4], [8, 12, 4]])
+
+
+def _reference_partition(x, window):
+  """The reference's window_partition (replicate pad, view, permute) in numpy, (N, C, T, J, E)."""
+  n, c, t, j, e = x.shape
+  tw, jw, ew = window
+  x = np.pad(x, [(0, 0), (0, 0), (0, -t % tw), (0, -j % jw), (0, -e % ew)], mode='edge')
+  _, _, t, j, e = x.shape
+  x = x.reshape(n, c, tw, t // tw, jw, j // jw, ew, e // ew).transpose(0, 1, 2, 4, 6, 3, 5, 7)
+  return x.reshape(n, c, tw, jw * ew, -1)
+
+
+@pytest.mark.parametrize('shape,window', [((2, 3, 12, 10, 2), (4, 5, 2)),
+                                          ((1, 2, 13, 7, 3), (4, 3, 2)),
+                                          ((1, 3, 40, 25, 3), (16, 4, 2))])
+def test_window_partition_is_the_reference_permutation(shape, window):
+  x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+  ours = window_partition(jnp.asarray(np.moveaxis(x, 1, -1)), window)
+  np.testing.assert_array_equal(np.moveaxis(np.asarray(ours), -1, 1), _reference_partition(x, window))
+
+
+def test_initialisation_follows_the_reference():
+  args = dict(TINY, config=[[64, 64, 16], [64, 128, 16]], num_classes=40)
+  model = torch_compat.model_from_reference_args(args)
+  x = jnp.zeros((1, 12, 10, 2, 3))
+  v = model.init(jax.random.key(1), x, train=False)
+  p = v['params']
+  # PyTorch's default conv init: weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+  w = np.asarray(p['blocks.1']['proj']['0']['weight'])  # (1, 1, 3, 128, 128): fan_in 384
+  bound = 1 / np.sqrt(3 * 128)
+  assert np.abs(w).max() <= bound and np.abs(w).max() > 0.95 * bound
+  assert np.std(w) == pytest.approx(bound / np.sqrt(3), rel=0.02)
+  b = np.asarray(p['blocks.1']['TA']['0']['bias'])
+  assert np.abs(b).max() <= 1 / np.sqrt(3 * 128)
+  # Head: xavier-normal (untruncated) weight, zero bias.
+  fc = np.asarray(p['fc']['weight'])
+  assert np.std(fc) == pytest.approx(np.sqrt(2 / (128 + 40)), rel=0.05)
+  assert np.abs(fc).max() > 2.5 * np.sqrt(2 / (128 + 40))  # a truncated normal stops at 2 std
+  np.testing.assert_array_equal(p['fc']['bias'], 0)
+  np.testing.assert_array_equal(p['blocks.0']['alpha'], np.ones((1, 2, 1, 1)))
+  np.testing.assert_allclose(p['blocks.0']['M'], np.full((1, 2, 6, 6), 1 / 6))
+  np.testing.assert_array_equal(p['embed']['1']['weight'], 1)
+  np.testing.assert_array_equal(v['batch_stats']['embed']['1']['running_var'], 1)
+  pe = np.asarray(v['buffers']['blocks.0']['pes']['pe'])
+  np.testing.assert_array_equal(pe, positional_encoding_table(64, (4, 5, 2), 6))
+  assert pe.dtype == np.float32 and v['params']['blocks.0']['M'].dtype == jnp.float32
+
+
+def test_batchnorm_running_variance_is_unbiased():
+  x = jnp.asarray(np.random.default_rng(0).normal(2.0, 3.0, size=(4, 5, 3)), jnp.float32)
+  bn = BatchNorm()
+  v = bn.init(jax.random.key(0), x, train=False)
+  y, upd = bn.apply(v, x, train=True, mutable=['batch_stats'])
+  flat = np.asarray(x).reshape(-1, 3)
+  stats = upd['batch_stats']
+  np.testing.assert_allclose(stats['running_mean'], 0.1 * flat.mean(0), rtol=1e-5)
+  np.testing.assert_allclose(stats['running_var'], 0.9 + 0.1 * flat.var(0, ddof=1), rtol=1e-5)
+  assert int(stats['num_batches_tracked']) == 1
+  # Normalisation itself uses the biased variance.
+  np.testing.assert_allclose(np.asarray(y).reshape(-1, 3),
+                             (flat - flat.mean(0)) / np.sqrt(flat.var(0) + 1e-5), atol=1e-5)
+
+
+def test_ghost_batch_norm_equals_separate_sub_batches():
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 12, 10, 2, 3)), jnp.float32)
+  plain = torch_compat.model_from_reference_args(TINY)
+  ghost = torch_compat.model_from_reference_args(TINY, bn_group_size=2)
+  v = plain.init(jax.random.key(0), x, train=False)
+  logits, upd = ghost.apply(v, x, train=True, mutable=['batch_stats'])
+  halves = [plain.apply(v, x[i:i + 2], train=True, mutable=['batch_stats']) for i in (0, 2)]
+  np.testing.assert_allclose(logits, np.concatenate([h[0] for h in halves]), rtol=1e-5, atol=1e-6)
+  mean = lambda u: np.asarray(u['batch_stats']['blocks.1']['TA']['1']['running_var'])
+  np.testing.assert_allclose(mean(upd), (mean(halves[0][1]) + mean(halves[1][1])) / 2, rtol=1e-5)
+  with pytest.raises(ValueError, match='not a multiple of bn_group_size 2'):
+    ghost.apply(v, x[:3], train=True, mutable=['batch_stats'])
+
+
+@pytest.mark.parametrize('train,tolerance', [(True, 1e-2), (False, 5e-2)])
+def test_bfloat16_compute_stays_close_to_float32(train, tolerance):
+  """bf16 compute, float32 parameters: within 1e-2 of max |logit| in train mode on the parity
+  inputs and 5e-2 in eval mode (the ntu26 case's perturbed running statistics amplify input
+  differences ~1e4-fold); top-1 unchanged."""
+  for name in ('pad_odd', 'ntu26'):
+    case = Case(name)
+    state = {k: v.astype(np.float32) if v.dtype == np.float64 else v
+             for k, v in case.state_dict().items()}
+    v = torch_compat.variables_from_state_dict(state, case.model_args)
+    x = jnp.asarray(case.x, jnp.float32)
+    m32 = torch_compat.model_from_reference_args(case.model_args)
+    m16 = torch_compat.model_from_reference_args(case.model_args, dtype=jnp.bfloat16)
+    a, _ = apply_model(m32, v, x, train=train)
+    b, new = apply_model(m16, v, x, train=train)
+    assert b.dtype == jnp.float32
+    assert float(jnp.abs(a - b).max() / jnp.abs(a).max()) < tolerance, name
+    np.testing.assert_array_equal(a.argmax(-1), b.argmax(-1))
+    if train:
+      assert new['batch_stats']['embed']['1']['running_var'].dtype == jnp.float32
+
+
+def test_dropout_needs_and_follows_the_rng():
+  model = torch_compat.model_from_reference_args(dict(TINY, att_drop=0.3, dropout=0.5))
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 3, 12, 10, 2)), jnp.float32)
+  v = model.init(jax.random.key(0), jnp.moveaxis(x, 1, -1), train=False)
+  with pytest.raises(ValueError, match='needs an rng'):
+    apply_model(model, v, x, train=True)
+  a, _ = apply_model(model, v, x, train=True, rng=jax.random.key(1))
+  b, _ = apply_model(model, v, x, train=True, rng=jax.random.key(1))
+  c, _ = apply_model(model, v, x, train=True, rng=jax.random.key(2))
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c)
+  e1, _ = apply_model(model, v, x, train=False)
+  e2, _ = apply_model(model, v, x, train=False)
+  np.testing.assert_array_equal(e1, e2)
+
+
+def test_without_positional_encoding_and_with_one_token_window():
+  args = dict(TINY, use_pes=False, window_size=[12, 10, 2], kernel_size=[1, 1])
+  model = torch_compat.model_from_reference_args(args)
+  v = model.init(jax.random.key(0), jnp.zeros((1, 12, 10, 2, 3)), train=False)
+  assert 'buffers' not in v and model.num_tokens == 1
+  assert 'blocks.0.pes.pe' not in list(torch_compat.reference_keys(args))
+  logits, _ = apply_model(model, v, jnp.ones((2, 3, 12, 10, 2)), train=True)
+  assert logits.shape == (2, 6) and np.isfinite(np.asarray(logits)).all()
+
+
+@pytest.mark.parametrize('override,message', [
+    (dict(kernel_size=[3, 4]), 'kernel_size must be two odd ints'),
+    (dict(window_size=[4, 5]), 'window_size must be three positive ints'),
+    (dict(config=[[8, 8, 4], [12, 12, 4]]), r'config\[1\] takes 12 channels but config\[0\] gives 8'),
+])
+def test_bad_model_args_are_explained(override, message):
+  with pytest.raises(ValueError, match=message):
+    torch_compat.model_from_reference_args(dict(TINY, **override))
+
+
+def test_input_that_does_not_fit_is_explained():
+  model = ISTANet(**{**TINY, 'window_size': (4, 5, 2), 'kernel_size': (3, 3),
+                     'config': ((8, 8, 4), (8, 12, 4))})
+  with pytest.raises(ValueError, match=r'does not fit the model: expected T=12, J, E, C = \(10, 2, 3\)'):
+    model.init(jax.random.key(0), jnp.zeros((1, 12, 25, 2, 3)), train=False)
