@@ -18,7 +18,9 @@ What a sample is, as in the reference:
   * Test frames are converted to 60 fps as `2*f + 1`.
   * Frames `max(0, s-25) .. min(e+25, len-1)` (inclusive) of the video's pose list are taken, both
     hands, all 21 landmarks, exactly as stored: `tracking_confidence` is ignored, so lost hands stay
-    zeros, and frames where both hands are lost stay all-zero inside the sequence.
+    zeros, and frames where both hands are lost stay all-zero inside the sequence (the feeder's
+    `valid_frame_num` counts non-zero frames but crops from frame 0, so such gaps later cost the
+    last real frames; that crop is applied downstream, not here).
   * The sequence is cut to its first 200 frames; a shorter one is zero-padded at the end (the
     reference's comments promise tile-repeating, but its `sel_val` is computed before the tile, so
     the tile never reaches the output).
@@ -30,8 +32,16 @@ What a sample is, as in the reference:
 Order (the reference's final order comes from `os.listdir`, which is not reproducible):
   * train/validation follow the reference's step-1 counter order: videos in sorted order of their
     json *file names* (so `v-2.json` sorts before `v.json`), and within a video segments by
-    `start_frame`, stable (ties keep csv order). Sample i is the reference's `tr<i>_...`/`va<i>_...`.
+    `start_frame`, stable (ties keep csv order). Sample i is the reference's `tr<i>_...` /
+    `va<i>_...` file.
   * test follows the csv, whose ids must be 0..N-1 in row order (the reference asserts this).
+
+Malformed input raises `DataError` (file, csv line where there is one): a csv that is empty, has
+the wrong column count, a non-integer id/frame/label, a label out of range or a duplicate id; a pose
+json that does not parse, is not a list, or whose frames (from the first to the last frame any of
+the video's segments needs) lack `landmarks` "0"/"1", hold other than 21 xyz numbers, or hold
+non-finite values. The reference's `np.array(..., dtype='float32')` would turn null into NaN and
+numeric strings into numbers; we refuse both.
 
 Labels are the csv's 0-based `action_id`, `verb_id` or `noun_id` depending on `task`; all three are
 checked against 1380 / 24 / 90 classes. Test labels are -1.
@@ -74,6 +84,8 @@ class Assembly101Sample(Sample):
   start_frame/end_frame: the segment at 60 fps (test rows already converted with `2*f + 1`).
   raw_length: frames in the context window before the 200-frame cap (the reference's `_len<T>`).
   pose_missing: test only; True where the reference substituted 10 frames of ones.
+  sample_name is `<video>:<start_frame>:<end_frame>:<id>` (60 fps frames, csv id), unique because
+  ids are (train/validation: checked unique; test: the row positions).
   """
 
   video: str = ''
@@ -145,7 +157,8 @@ def read_segments(csv_path: str | os.PathLike, split: str) -> list[Segment]:
       for task in ('action', 'verb', 'noun'):
         value = _int_field(csv_path, line, f'{task}_id', fields[f'{task}_id'])
         if not 0 <= value < NUM_CLASSES[task]:
-          raise DataError(csv_path, f'{task}_id {value} out of range [0, {NUM_CLASSES[task]})', line)
+          raise DataError(csv_path, f'{task}_id {value} out of range [0, {NUM_CLASSES[task]})',
+                          line)
         labels[task] = value
       segments.append(Segment(line, seg_id, video, start, end, labels['action'], labels['verb'],
                               labels['noun'], fields['action_cls']))

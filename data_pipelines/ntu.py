@@ -25,8 +25,17 @@ Per file (see `process_skeleton_file`), bit-exact with the reference in float32:
      subtracted everywhere; in two-actor output, frames where an actor summed to 0 before
      the shift are set back to 0. A single actor is duplicated into both person slots (also
      for mutual actions where only one body survived).
-Where the reference crashes because >= 2 bodyIDs all have <= 11 frames (IndexError), we keep
-the longest of them (the first one on ties) and go on as if one body had survived denoising.
+The float32 reductions (np.var for motion, row sums for the zero tests) are the reference's own
+calls on arrays of the same layout, so outputs are bit-identical, not merely close.
+
+Deviations, all where the reference crashes or would accept a malformed file:
+  * >= 2 bodyIDs that all have <= 11 frames (reference: IndexError): we keep the longest of
+    them (the first one on ties) and go on as if one body had survived denoising.
+  * A body whose squeezed range runs past the sequence (a bodyID repeated within a frame;
+    reference: broadcast ValueError), or an actor 1 that is zero everywhere (reference:
+    IndexError), raises DataError.
+  * Parsing is stricter: body lines must have 10 values and joint lines 12, and non-blank
+    text after the last frame is an error (the reference ignores it).
 
 Dataset level (see `iter_ntu_samples`): the sample order is the reference's split order
 (grouped by performer / setup / camera in ascending id order, name order inside a group),
@@ -226,6 +235,8 @@ def parse_skeleton_file(path: str | os.PathLike) -> RawSkeleton:
   try:
     with open(path, 'r') as f:
       lines = f.read().split('\n')
+    if lines[-1] == '':  # the final newline ends the last line, it does not start another
+      lines.pop()
   except OSError as e:
     raise DataError(path, f'cannot read skeleton file ({e.strerror or e})') from None
   except UnicodeDecodeError as e:
@@ -241,7 +252,8 @@ def parse_skeleton_file(path: str | os.PathLike) -> RawSkeleton:
     pos += 1
     for _ in range(num_bodies):
       if pos >= len(lines):
-        raise DataError(path, f'file ends inside frame {frame + 1}', line=pos + 1)
+        raise DataError(path, f'file ends before a body line of frame {frame + 1}',
+                        line=pos + 1)
       info = lines[pos].split()
       if len(info) != 10:
         raise DataError(path, f'body line has {len(info)} values, expected 10', line=pos + 1)
@@ -252,7 +264,7 @@ def parse_skeleton_file(path: str | os.PathLike) -> RawSkeleton:
       pos += 2
       if pos + NUM_JOINTS > len(lines):
         raise DataError(path, f'file ends inside the joints of frame {frame + 1}',
-                        line=len(lines))
+                        line=len(lines) + 1)
       block = lines[pos:pos + NUM_JOINTS]
       tokens = ' '.join(block).split()
       if len(tokens) != 12 * NUM_JOINTS:

@@ -12,9 +12,9 @@ import os
 
 import numpy as np
 
-from data_pipelines.assembly101 import ANNOTATION_DIR, CONTEXT, NUM_JOINTS, POSE_DIR
+from data_pipelines.assembly101 import ANNOTATION_DIR, CONTEXT, POSE_DIR
 
-# (action_id, verb_id, noun_id, action_cls, verb_cls, noun_cls), taken from Assembly101's actions.csv.
+# (action_id, verb_id, noun_id, action_cls, verb_cls, noun_cls), from Assembly101's actions.csv.
 ACTIONS = (
     (3, 0, 2, 'pick up screwdriver', 'pick up', 'screwdriver'),
     (4, 1, 2, 'put down screwdriver', 'put down', 'screwdriver'),
@@ -128,7 +128,7 @@ def _make_segments(rng, count_per_action, long_every=0):
   segs = []
   for action in ACTIONS:
     for _ in range(count_per_action):
-      segs.append({'action': action, 'duration': int(rng.integers(12, 50))})
+      segs.append({'action': action, 'duration': int(rng.integers(24, 64))})
   order = rng.permutation(len(segs))
   segs = [segs[i] for i in order]
   if segs:
