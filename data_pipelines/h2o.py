@@ -140,7 +140,8 @@ def read_split_file(path: str | os.PathLike, *, with_label: bool) -> list[dict]:
       try:
         row[name] = int(fields[column[name]])
       except ValueError:
-        raise DataError(path, f'{name} {fields[column[name]]!r} is not an integer', lineno) from None
+        raise DataError(path, f'{name} {fields[column[name]]!r} is not an integer',
+                        lineno) from None
     if row['end_act'] < row['start_act'] or row['start_act'] < 0:
       raise DataError(path, f'bad frame range {row["start_act"]}..{row["end_act"]}', lineno)
     if with_label:

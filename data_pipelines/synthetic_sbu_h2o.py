@@ -40,8 +40,10 @@ def _sbu_motion(label: int, s: np.ndarray, amp: float) -> np.ndarray:
   Person A stands left (smaller x) facing +x, person B right facing -x.
   """
   d = np.zeros((len(s), 2, 15, 3))
-  s = amp * s[:, None]                    # (T, 1): broadcasts over the joints indexed
-  bump = amp * np.sin(np.pi * s / amp)    # out and back
+  u = s[:, None]                            # (T, 1): broadcasts over the joints indexed
+  s = amp * u                               # steady drift
+  bump = amp * np.sin(np.pi * u)            # out and back
+  strike = amp * np.sin(np.pi * u) ** 4     # fast out and back
   every = slice(None)
   moves = {
       0: [(0, every, 0, 0.08 * s), (1, every, 0, -0.08 * s)],                   # approaching
@@ -50,15 +52,15 @@ def _sbu_motion(label: int, s: np.ndarray, amp: float) -> np.ndarray:
           (1, every, 0, 0.03 * s)],
       3: [(0, [_L_HAND, _R_HAND], 0, 0.10 * bump), (1, every, 0, 0.06 * s)],   # pushing
       4: [(0, [_R_HAND], 0, 0.09 * bump), (1, [_L_HAND], 0, -0.09 * bump),     # shaking hands
-          (0, [_R_HAND], 1, 0.02 * np.sin(6 * np.pi * s) * bump),
-          (1, [_L_HAND], 1, 0.02 * np.sin(6 * np.pi * s) * bump)],
+          (0, [_R_HAND], 1, 0.02 * np.sin(6 * np.pi * u) * bump),
+          (1, [_L_HAND], 1, 0.02 * np.sin(6 * np.pi * u) * bump)],
       5: [(0, every, 0, 0.06 * s), (1, every, 0, -0.06 * s),                   # hugging
           (0, _ARMS, 0, 0.06 * s), (1, _ARMS, 0, -0.06 * s),
           (0, _ARMS, 1, -0.05 * s), (1, _ARMS, 1, -0.05 * s)],
       6: [(0, [_R_HAND], 0, 0.10 * bump), (1, [_R_HAND], 0, -0.10 * bump),     # exchanging
           (0, [_R_HAND], 2, -0.04 * bump), (1, [_R_HAND], 2, -0.04 * bump)],
-      7: [(0, [_R_HAND], 0, 0.14 * bump ** 4), (0, [_R_HAND], 1, -0.04 * bump ** 4),  # punching
-          (1, [0, 1, 2], 0, 0.03 * bump ** 4)],
+      7: [(0, [_R_HAND], 0, 0.14 * strike), (0, [_R_HAND], 1, -0.04 * strike),    # punching
+          (1, [0, 1, 2], 0, 0.03 * strike)],
   }
   for person, joints, axis, offset in moves[label]:
     d[:, person, joints, axis] += offset
@@ -253,7 +255,8 @@ def write_h2o_tree(root: str | os.PathLike, *, num_per_class: int = 2, num_eval_
       for t in range(tail):
         name = f'{frame + t:06d}.txt'
         with open(os.path.join(cam, 'hand_pose', name), 'w') as f:
-          f.write(_fmt(np.concatenate([[1.0], hands[t, 0].ravel(), [1.0], hands[t, 1].ravel()])) + '\n')
+          f.write(_fmt(np.concatenate([[1.0], hands[t, 0].ravel(),
+                                       [1.0], hands[t, 1].ravel()])) + '\n')
         with open(os.path.join(cam, 'obj_pose', name), 'w') as f:
           f.write(_fmt(np.concatenate([[obj_class], obj[t].ravel()])) + '\n')
         if split != 'test':
