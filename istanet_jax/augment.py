@@ -27,7 +27,9 @@ Reference behaviour matched on purpose (see also docs/reference_preprocessing.md
   resized. `start` is uniform in `[0, valid - length]`.
 * Resize = `F.interpolate(bilinear, align_corners=False)` over time, i.e. 1-D linear
   interpolation with `src = (t + 0.5) * L / W - 0.5` clamped to >= 0 and the upper neighbour
-  clamped to L - 1, in float32 (equal to PyTorch to a few ulps, not bit for bit).
+  clamped to L - 1, in float32. The source positions equal PyTorch's bit for bit (including
+  its single-rounding multiply-add and its correctly rounded L / W); the final weighted sum
+  may differ by an ulp, so outputs agree to float32 rounding, not bit for bit.
 * Rotation: angles uniform in [-theta, theta] per axis, one draw per sequence (all frames),
   `R = Rz @ Ry @ Rx` with the reference's sign convention, applied as `xyz' = R @ xyz`.
 * Entity rearrangement: one uniform permutation of the M axis per sequence, all frames.
@@ -48,7 +50,9 @@ Deviations (where the reference crashes, we define a result):
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence
+import functools
+import inspect
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -69,8 +73,32 @@ DEFAULT_THETA = 0.3
 EVAL_P_INTERVAL = (0.95,)
 
 
+def _hashable(value):
+  if isinstance(value, (list, tuple, np.ndarray)):
+    return tuple(_hashable(v) for v in value)
+  return value.item() if isinstance(value, np.generic) else value
+
+
+def _jit(*static_argnames):
+  """jax.jit with the named arguments static, lists among them made hashable (tuples)."""
+  def wrap(fn):
+    jitted = jax.jit(fn, static_argnames=static_argnames)
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+      bound = signature.bind(*args, **kwargs)
+      for name in static_argnames:
+        if name in bound.arguments:
+          bound.arguments[name] = _hashable(bound.arguments[name])
+      return jitted(*bound.args, **bound.kwargs)
+    return call
+  return wrap
+
+
 # -- keys ---------------------------------------------------------------------------------------
 
+@_jit()
 def example_keys(seed, step, example_indices) -> jax.Array:
   """One typed key per example: fold_in(fold_in(key(seed), step), example_index).
 
@@ -100,6 +128,7 @@ def _split_each(keys: jax.Array, num: int) -> jax.Array:
 
 # -- crop + resize ------------------------------------------------------------------------------
 
+@_jit()
 def valid_frame_counts(x) -> jax.Array:
   """(N, T, V, M, C) -> (N,) int32 number of frames whose sum over (V, M, C) is non-zero."""
   x = jnp.asarray(x, jnp.float32)
@@ -138,6 +167,36 @@ def _draw_crop(keys, valid, p_interval, min_length, p=None):
   return p, start
 
 
+# Windows up to this size have t + 0.5 representable in 12 significant bits, which the exact
+# source-position arithmetic below relies on.
+_EXACT_SOURCE_MAX_WINDOW = 2048
+
+
+def _source_positions(length, window: int, num_frames: int):
+  """PyTorch's source positions `max(scale * (t + 0.5) - 0.5, 0)`, scale = float32(L / W).
+
+  `scale` comes from a host table over every possible length (<= num_frames): XLA lowers a
+  float32 division to a reciprocal multiply that is not always correctly rounded.
+
+  PyTorch evaluates `scale * (t + 0.5) - 0.5` with one rounding (a fused multiply-add); a
+  plain float32 evaluation rounds twice and moves a position by an ulp, which a steep segment
+  turns into ~1e-4 relative output differences. The exact value is formed from products that
+  float32 holds exactly: scale is split into two 12-bit halves by masking its bits, and
+  t + 0.5 has at most 12 significant bits, so both products, and the subtraction of 0.5 from
+  the larger one, are exact, and the final addition is the single rounding.
+  """
+  scale_table = np.arange(num_frames + 1, dtype=np.float32) / np.float32(window)
+  scale = jnp.asarray(scale_table)[jnp.clip(length, 0, num_frames)]
+  a = jnp.arange(window, dtype=jnp.float32) + jnp.float32(0.5)
+  if window > _EXACT_SOURCE_MAX_WINDOW:
+    return jnp.maximum(scale * a - jnp.float32(0.5), 0)
+  bits = jax.lax.bitcast_convert_type(scale, jnp.uint32)
+  scale_hi = jax.lax.bitcast_convert_type(bits & jnp.uint32(0xFFFFF000), jnp.float32)
+  scale_lo = scale - scale_hi
+  src = (scale_hi * a - jnp.float32(0.5)) + scale_lo * a
+  return jnp.maximum(src, 0)
+
+
 def _resize_one(seq, begin, length, window: int):
   """Linear resize of frames [begin, begin + length) of one (T, ...) sequence to `window`.
 
@@ -145,9 +204,7 @@ def _resize_one(seq, begin, length, window: int):
   for every crop length.
   """
   length = jnp.maximum(length, 1)
-  scale = length.astype(jnp.float32) / jnp.float32(window)
-  t = jnp.arange(window, dtype=jnp.float32)
-  src = jnp.maximum(scale * (t + jnp.float32(0.5)) - jnp.float32(0.5), 0)
+  src = _source_positions(length, window, seq.shape[0])
   i0 = jnp.minimum(jnp.floor(src).astype(jnp.int32), length - 1)
   lam1 = jnp.clip(src - i0.astype(jnp.float32), 0, 1)
   lam0 = jnp.float32(1) - lam1
@@ -157,6 +214,7 @@ def _resize_one(seq, begin, length, window: int):
           + lam1.reshape(shape) * jnp.take(seq, begin + i1, axis=0))
 
 
+@_jit('window')
 def crop_resize(x, begin, length, window: int) -> jax.Array:
   """Frames [begin, begin + length) of each sequence, linearly resized to `window` frames."""
   x = jnp.asarray(x, jnp.float32)
@@ -165,6 +223,7 @@ def crop_resize(x, begin, length, window: int) -> jax.Array:
   return jax.vmap(lambda s, b, n: _resize_one(s, b, n, window))(x, begin, length)
 
 
+@_jit('window', 'p_interval', 'min_length')
 def valid_crop_resize(x, window: int, p_interval: Sequence[float], key=None, *, p=None,
                       start=None, min_length: int = MIN_CROP_LENGTH) -> jax.Array:
   """The reference's `valid_crop_resize` on a batch: (N, T, V, M, C) -> (N, window, V, M, C).
@@ -198,6 +257,7 @@ def valid_crop_resize(x, window: int, p_interval: Sequence[float], key=None, *, 
 
 # -- rotation, entities, streams ----------------------------------------------------------------
 
+@_jit()
 def rotation_matrices(angles) -> jax.Array:
   """(..., 3) angles about x, y, z -> (..., 3, 3) float32 `Rz @ Ry @ Rx` as the reference builds."""
   angles = jnp.asarray(angles, jnp.float32)
@@ -210,10 +270,11 @@ def rotation_matrices(angles) -> jax.Array:
   rx = mat([(one, zero, zero), (zero, c[..., 0], s[..., 0]), (zero, -s[..., 0], c[..., 0])])
   ry = mat([(c[..., 1], zero, -s[..., 1]), (zero, one, zero), (s[..., 1], zero, c[..., 1])])
   rz = mat([(c[..., 2], s[..., 2], zero), (-s[..., 2], c[..., 2], zero), (zero, zero, one)])
-  hi = jax.lax.Precision.HIGHEST  # no TF32 on GPUs: these are exact float32 products
+  hi = jax.lax.Precision.HIGHEST  # GPUs would otherwise round the operands to TF32
   return jnp.matmul(jnp.matmul(rz, ry, precision=hi), rx, precision=hi)
 
 
+@_jit()
 def apply_rotation(x, matrices) -> jax.Array:
   """Rotates every point of each sequence: x[n, ..., :] <- matrices[n] @ x[n, ..., :]."""
   x = jnp.asarray(x, jnp.float32)
@@ -222,33 +283,39 @@ def apply_rotation(x, matrices) -> jax.Array:
   return jnp.sum(r * x[..., None, :], axis=-1)
 
 
+@_jit('theta')
 def draw_angles(keys, theta: float = DEFAULT_THETA) -> jax.Array:
   """(N,) keys -> (N, 3) angles uniform in [-theta, theta]."""
   return jax.vmap(lambda k: jax.random.uniform(k, (3,), jnp.float32, -theta, theta))(keys)
 
 
+@_jit('theta')
 def random_rot(x, key, theta: float = DEFAULT_THETA) -> jax.Array:
   """The reference's `random_rot`: one random rotation per sequence."""
   keys = _batch_keys(key, x.shape[0])
   return apply_rotation(x, rotation_matrices(draw_angles(keys, theta)))
 
 
+@_jit('num_entities')
 def draw_permutations(keys, num_entities: int) -> jax.Array:
   """(N,) keys -> (N, M) int32 uniform permutations of range(M)."""
   return jax.vmap(lambda k: jax.random.permutation(k, num_entities))(keys).astype(jnp.int32)
 
 
+@_jit()
 def permute_entities(x, perms) -> jax.Array:
   """x[n, :, :, m] <- x[n, :, :, perms[n, m]] (the reference's `data[:, :, :, randperm(M)]`)."""
   return jax.vmap(lambda s, p: jnp.take(s, p, axis=2))(jnp.asarray(x), jnp.asarray(perms))
 
 
+@_jit()
 def entity_rearrangement(x, key) -> jax.Array:
   """The reference's entity rearrangement: a random order of the M axis per sequence."""
   keys = _batch_keys(key, x.shape[0])
   return permute_entities(x, draw_permutations(keys, x.shape[3]))
 
 
+@_jit('pairs')
 def bone(x, pairs=NTU_BONE_PAIRS) -> jax.Array:
   """Bone stream: joint v1 minus joint v2 for 1-based (v1, v2) pairs; unlisted joints are zero."""
   x = jnp.asarray(x)
@@ -260,6 +327,7 @@ def bone(x, pairs=NTU_BONE_PAIRS) -> jax.Array:
   return jnp.zeros_like(x).at[:, :, child].set(x[:, :, child] - x[:, :, parent])
 
 
+@_jit()
 def velocity(x) -> jax.Array:
   """Motion stream: x[t+1] - x[t] along time, last frame zero."""
   x = jnp.asarray(x)
@@ -276,6 +344,7 @@ class TrainDraws(NamedTuple):
   perm: jax.Array    # (N, M) int32 entity order
 
 
+@_jit('p_interval', 'num_entities', 'theta', 'min_length')
 def draw_train(keys, valid, *, p_interval, num_entities: int, theta: float = DEFAULT_THETA,
                min_length: int = MIN_CROP_LENGTH) -> TrainDraws:
   """Draws every random quantity of `augment_train` from per-example keys.
@@ -301,6 +370,8 @@ def _streams(x, bone_pairs, vel):
   return x
 
 
+@_jit('window', 'p_interval', 'random_rot', 'entity_rearrangement', 'bone_pairs', 'vel',
+      'min_length')
 def apply_train(x, draws: TrainDraws, *, window: int, p_interval, random_rot: bool = True,
                 entity_rearrangement: bool = False, bone_pairs=None, vel: bool = False,
                 min_length: int = MIN_CROP_LENGTH) -> jax.Array:
@@ -314,6 +385,8 @@ def apply_train(x, draws: TrainDraws, *, window: int, p_interval, random_rot: bo
   return _streams(x, bone_pairs, vel)
 
 
+@_jit('window', 'p_interval', 'random_rot', 'entity_rearrangement', 'theta', 'bone_pairs',
+      'vel', 'min_length')
 def augment_train(x, key, *, window: int, p_interval=(0.5, 1.0), random_rot: bool = True,
                   entity_rearrangement: bool = False, theta: float = DEFAULT_THETA,
                   bone_pairs=None, vel: bool = False,
@@ -343,6 +416,7 @@ def augment_train(x, key, *, window: int, p_interval=(0.5, 1.0), random_rot: boo
                      min_length=min_length)
 
 
+@_jit('window', 'p_interval', 'bone_pairs', 'vel')
 def augment_eval(x, *, window: int, p_interval=EVAL_P_INTERVAL, bone_pairs=None,
                  vel: bool = False) -> jax.Array:
   """Test transform of the reference feeders: deterministic centre crop + resize, bone, vel."""

@@ -1,9 +1,11 @@
 """Writes tests/data/augment/: the reference feeders' transforms run on small seeded arrays.
 
 Runs the reference's own `feeders/tools.py` (valid_crop_resize, _rot, random_rot) and the NTU
-feeder's `__getitem__` (crop, rotation, entity rearrangement, bone, velocity) and stores their
-inputs, the random draws they used and their outputs, in our channels-last layout
-(T, V, M, C), so that tests/test_augment.py can compare without torch or the reference.
+feeder's `__getitem__` (crop, rotation, entity rearrangement, bone, velocity) on inputs from
+the seeded generators below, and stores the random draws they used and their outputs in our
+channels-last layout (T, V, M, C). tests/test_augment.py regenerates the inputs with the same
+generators (this module imports torch and the reference only inside `main`) and compares
+without torch or the reference.
 
 Usage:
   python tests/tools/make_augment_expected.py --reference_dir /tmp/ista_ref \
@@ -31,7 +33,9 @@ import types
 
 import numpy as np
 
-NTU_WINDOW = 64
+NTU_WINDOW = 20
+NTU_REALS = (90, 70, 50)
+NTU_FRAMES = 90
 
 
 def _motion(rng, num_real, num_joints, num_entities, scale=1.0):
@@ -159,10 +163,27 @@ def _import_reference(reference_dir):
   return torch, tools, feeder_ntu
 
 
+def crop_inputs():
+  """{case name: (T, V, M, 3) input} for CROP_CASES, deterministic."""
+  return {case[0]: _sequence(np.random.default_rng([0, i]), **case[1])
+          for i, case in enumerate(CROP_CASES)}
+
+
+def rotation_input():
+  """(T, V, M, 3) float32 input of the random_rot cases."""
+  return _sequence(np.random.default_rng(1), 10, 8)
+
+
+def ntu_input():
+  """(N, T, 25, 2, 3) float32 NTU-shaped batch: full, padded, and < 64 valid frames."""
+  return np.stack([_sequence(np.random.default_rng([2, i]), NTU_FRAMES, r, num_joints=25)
+                   for i, r in enumerate(NTU_REALS)])
+
+
 def _crop_cases(tools, draws, arrays, meta):
-  rng = np.random.default_rng(0)
-  for name, kwargs, window, p_interval, u, start in CROP_CASES:
-    x = _sequence(rng, **kwargs)
+  inputs = crop_inputs()
+  for name, _, window, p_interval, u, start in CROP_CASES:
+    x = inputs[name]
     ref = _to_ref(x)
     valid = np.sum(ref.sum(0).sum(-1).sum(-1) != 0)
     entry = dict(window=window, p_interval=p_interval, valid=int(valid))
@@ -175,7 +196,6 @@ def _crop_cases(tools, draws, arrays, meta):
       lo, hi = p_interval
       entry.update(u=u, p=float(np.float64(u) * (hi - lo) + lo), start=start,
                    length=int(valid) - (draws.randint_high.pop() - 1))
-    arrays[f'crop_{name}_x'] = x
     arrays[f'crop_{name}_out'] = _from_ref(out).astype(np.float32)
     meta['crop'][name] = entry
 
@@ -184,9 +204,7 @@ def _rotation_cases(torch, tools, arrays, meta):
   angles = torch.tensor(ROT_ANGLES, dtype=torch.float32)
   arrays['rot_angles'] = angles.numpy()
   arrays['rot_matrices'] = tools._rot(angles).numpy()  # pylint: disable=protected-access
-  rng = np.random.default_rng(1)
-  x = _sequence(rng, 10, 8)
-  arrays['random_rot_x'] = x
+  x = rotation_input()
   got_angles, outs = [], []
   for seed in range(3):
     torch.manual_seed(seed)
@@ -198,19 +216,17 @@ def _rotation_cases(torch, tools, arrays, meta):
 
 
 def _ntu_cases(torch, tools, feeder_ntu, draws, arrays, meta, workdir):
-  rng = np.random.default_rng(2)
-  num_frames, reals, labels = 90, (90, 70, 50), (50, 110, 55)
-  x = np.stack([_sequence(rng, num_frames, r, num_joints=25, num_entities=2) for r in reals])
+  rng = np.random.default_rng(3)
+  reals, labels = NTU_REALS, (50, 110, 55)
+  x = ntu_input()
   # The NTU npz row layout: T x (M, V, C) flattened.
-  flat = np.transpose(x, (0, 1, 3, 2, 4)).reshape(len(reals), num_frames, 150)
+  flat = np.transpose(x, (0, 1, 3, 2, 4)).reshape(len(reals), NTU_FRAMES, 150)
   onehot = np.zeros((len(reals), 120), np.float32)
   onehot[np.arange(len(reals)), labels] = 1
   path = os.path.join(workdir, 'ntu.npz')
   np.savez(path, x_train=flat, y_train=onehot, x_test=flat, y_test=onehot)
-  arrays['ntu_x'] = x
 
   runs = {
-      'eval_joint': dict(p_interval=[0.95]),
       'eval_bone': dict(p_interval=[0.95], bone=True),
       'eval_vel': dict(p_interval=[0.95], vel=True),
       'eval_bone_vel': dict(p_interval=[0.95], bone=True, vel=True),
