@@ -64,6 +64,10 @@ def base_config() -> ml_collections.ConfigDict:
   # 'noun', its 'label' being the action).
   config.label_key = 'label'
   config.data_dir = ml_collections.FieldReference(None, field_type=str)
+  config.manual_dir = ml_collections.FieldReference(None, field_type=str)  # raw tree: prepare if needed
+  config.synthetic_raw = ''  # demo: write a synthetic raw tree of this kind into manual_dir
+  config.synthetic_options = ml_collections.ConfigDict()  # keyword arguments of its writer
+  config.prepare_file_format = 'array_record'
   config.data_backend = 'auto'  # 'tf' (TFRecord via tf.data), 'grain' (ArrayRecord), or 'auto'
   config.train_split = 'train'
   config.eval_split = 'test'

@@ -67,11 +67,12 @@ def _sbu_motion(label: int, s: np.ndarray, amp: float) -> np.ndarray:
   return d
 
 
-def _sbu_sequence(rng: np.random.Generator, label: int, length: int, noise: float) -> np.ndarray:
+def _sbu_sequence(rng: np.random.Generator, label: int, length: int, noise: float,
+                  motion_scale: float = 1.0) -> np.ndarray:
   centre = np.array([[0.38, 0.5, 0.62], [0.62, 0.5, 0.62]]) + rng.normal(0, 0.015, (2, 3))
   body = centre[:, None, :] + _SBU_BODY[None] * rng.uniform(0.9, 1.1)
   s = np.linspace(0.0, 1.0, length)
-  seq = body[None] + _sbu_motion(label, s, rng.uniform(0.8, 1.2))
+  seq = body[None] + _sbu_motion(label, s, rng.uniform(0.8, 1.2) * motion_scale)
   seq = seq + rng.normal(0, noise, seq.shape)
   return np.clip(seq, 0.0, 1.0)
 
@@ -86,7 +87,8 @@ def _write_sbu_file(path: str, seq: np.ndarray, full_precision: bool) -> None:
 
 def write_sbu_tree(root: str | os.PathLike, *, num_per_class: int = 2, seed: int = 0,
                    pairs: Sequence[str] = SBU_DEFAULT_PAIRS,
-                   versions: Sequence[str] = ('Clean', 'Noisy')) -> str:
+                   versions: Sequence[str] = ('Clean', 'Noisy'),
+                   motion_scale: float = 1.0) -> str:
   """Writes `root/<Clean|Noisy>/<pair>/<label>/<seq>/skeleton_pos.txt` and returns `root`.
 
   Every pair gets `num_per_class` sequences (`001`, `002`, ...) of each of the 8 labels, except
@@ -111,7 +113,7 @@ def write_sbu_tree(root: str | os.PathLike, *, num_per_class: int = 2, seed: int
             length = 12   # always one short and one long sequence
           elif p_index == 0 and label == 1 and i == 0:
             length = 60
-          seq = _sbu_sequence(rng, label, length, noise)
+          seq = _sbu_sequence(rng, label, length, noise, motion_scale)
           seq_dir = os.path.join(root, version, pair, label_dir, f'{i + 1:03d}')
           os.makedirs(seq_dir, exist_ok=True)
           _write_sbu_file(os.path.join(seq_dir, 'skeleton_pos.txt'), seq,

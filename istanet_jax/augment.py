@@ -214,10 +214,17 @@ def _resize_one(seq, begin, length, window: int):
           + lam1.reshape(shape) * jnp.take(seq, begin + i1, axis=0))
 
 
+def _as_float(x) -> jax.Array:
+  """float32, except that float64 stays float64 (float64 parity checks of the train step; the
+  reference's feeders themselves deliver float32)."""
+  x = jnp.asarray(x)
+  return x.astype(jnp.float64 if x.dtype == jnp.float64 else jnp.float32)
+
+
 @_jit('window')
 def crop_resize(x, begin, length, window: int) -> jax.Array:
   """Frames [begin, begin + length) of each sequence, linearly resized to `window` frames."""
-  x = jnp.asarray(x, jnp.float32)
+  x = _as_float(x)
   begin = jnp.broadcast_to(jnp.asarray(begin, jnp.int32), x.shape[:1])
   length = jnp.broadcast_to(jnp.asarray(length, jnp.int32), x.shape[:1])
   return jax.vmap(lambda s, b, n: _resize_one(s, b, n, window))(x, begin, length)
@@ -229,7 +236,7 @@ def valid_crop_resize(x, window: int, p_interval: Sequence[float], key=None, *, 
   """The reference's `valid_crop_resize` on a batch: (N, T, V, M, C) -> (N, window, V, M, C).
 
   Args:
-    x: zero-padded batch; any float dtype, computed in float32.
+    x: zero-padded batch; computed in float32 (float64 stays float64, for parity checks).
     window: output frames.
     p_interval: `[p]` for the deterministic test crop, `[lo, hi]` for the random train crop.
     key: train crop only, one key or one per example; unused where `p` and `start` are given.
@@ -237,7 +244,7 @@ def valid_crop_resize(x, window: int, p_interval: Sequence[float], key=None, *, 
     start: train crop only, (N,) first frames to use instead of drawing them.
     min_length: the train crop's lower bound (the reference's 64).
   """
-  x = jnp.asarray(x, jnp.float32)
+  x = _as_float(x)
   n, num_frames = x.shape[:2]
   valid = valid_frame_counts(x)
   if len(p_interval) == 1:
@@ -277,7 +284,7 @@ def rotation_matrices(angles) -> jax.Array:
 @_jit()
 def apply_rotation(x, matrices) -> jax.Array:
   """Rotates every point of each sequence: x[n, ..., :] <- matrices[n] @ x[n, ..., :]."""
-  x = jnp.asarray(x, jnp.float32)
+  x = _as_float(x)
   r = jnp.asarray(matrices, jnp.float32).reshape((x.shape[0],) + (1,) * (x.ndim - 2) + (3, 3))
   # Broadcast multiply-and-sum rather than a dot, so GPUs cannot lower it to TF32.
   return jnp.sum(r * x[..., None, :], axis=-1)

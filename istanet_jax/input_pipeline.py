@@ -22,14 +22,15 @@ Two back ends behind `make_iterator`, chosen by the prepared file format ('auto'
   imported only here.
 
 Both back ends consume the same example order, computed here with numpy, so they deliver
-identical batches, and an iterator's state is just `{'epoch', 'step'}`:
-* host shards are contiguous and static: host h of H owns indices [n*h//H, n*(h+1)//H), so the
-  hosts' shards are disjoint and together cover the split (like `tfds.split_for_jax_process`);
-* training: epoch e visits the host's shard in a permutation drawn from (seed, e, host), and
-  every host runs `(n // H) // B` steps per epoch (the smallest shard's full batches), so all
-  hosts take the same number of steps and the remainder is dropped;
-* evaluation: shards in index order, padded with mask=False examples up to
-  `ceil(ceil(n / H) / B)` batches on every host, so every example is counted exactly once.
+identical batches, and an iterator's state is just `{'epoch', 'step'}`. The order is that of
+the *global* batches, whatever the number of hosts, so a run on H hosts sees exactly the
+batches a run on one host sees (and trains to the same result):
+* training: epoch e visits the split in a permutation drawn from (seed, e); global batch b
+  holds its positions [b*G, (b+1)*G) (G the global batch), the remainder is dropped;
+* evaluation: the split in index order, padded with mask=False examples to whole global
+  batches, so every example is counted exactly once;
+* host h of H takes the h-th of H equal slices of every global batch (so each host reads
+  from the whole split: random access with grain; the tf back end holds the split in memory).
 """
 
 from __future__ import annotations
@@ -66,13 +67,6 @@ def num_examples(builder_or_name, split: str, data_dir: Optional[str] = None) ->
   return int(get_builder(builder_or_name, data_dir).info.splits[split].num_examples)
 
 
-def shard_bounds(n: int, process_index: int, process_count: int) -> tuple[int, int]:
-  """[lo, hi) of the split owned by host `process_index` of `process_count`."""
-  if not 0 <= process_index < process_count:
-    raise ValueError(f'process_index {process_index} not in [0, {process_count})')
-  return n * process_index // process_count, n * (process_index + 1) // process_count
-
-
 def _local_batch(batch_size: int, process_count: int) -> int:
   if batch_size <= 0 or batch_size % process_count:
     raise ValueError(f'batch_size {batch_size} must be a positive multiple of process_count '
@@ -81,15 +75,10 @@ def _local_batch(batch_size: int, process_count: int) -> int:
 
 
 def num_batches(n: int, *, batch_size: int, train: bool, process_count: int = 1) -> int:
-  """Batches per epoch on every host for a split of `n` examples and a global `batch_size`.
-
-  Training drops the remainder (every host takes the steps its smallest shard allows); eval
-  pads, so `num_batches * batch_size >= n`.
-  """
-  local = _local_batch(batch_size, process_count)
-  if train:
-    return (n // process_count) // local
-  return math.ceil(math.ceil(n / process_count) / local)
+  """Batches per epoch (the same on every host) for a split of `n` examples and a global
+  `batch_size`: training drops the remainder, eval pads, so `num_batches * batch_size >= n`."""
+  _local_batch(batch_size, process_count)
+  return n // batch_size if train else math.ceil(n / batch_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +92,7 @@ class _Plan:
   train: bool
   seed: int
   process_index: int
+  process_count: int
 
   @property
   def per_epoch(self) -> int:
@@ -110,14 +100,18 @@ class _Plan:
 
   @functools.lru_cache(maxsize=4)
   def positions(self, epoch: int) -> np.ndarray:
-    """Shard-local example positions of epoch `epoch`, in batch order; -1 marks padding."""
+    """This host's example positions of epoch `epoch`, in batch order; -1 marks padding."""
     size = self.hi - self.lo
+    total = self.per_epoch * self.process_count
     if self.train:
-      rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch, self.process_index]))
-      return rng.permutation(size)[:self.per_epoch].astype(np.int64)
-    order = np.full(self.per_epoch, -1, np.int64)
-    order[:size] = np.arange(size)
-    return order
+      rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch]))
+      order = rng.permutation(size)[:total].astype(np.int64)
+    else:
+      order = np.full(total, -1, np.int64)
+      order[:size] = np.arange(size)
+    # Global batch b = order[b*G:(b+1)*G]; this host takes its slice of each.
+    return order.reshape(self.steps_per_epoch, self.process_count,
+                         self.local_batch)[:, self.process_index].reshape(-1)
 
 
 def _padding_example(shape, max_frames: int) -> dict[str, Any]:
@@ -368,9 +362,10 @@ def make_iterator(builder_or_name, split: str, *, batch_size: int, max_frames: i
   if steps == 0:
     raise ValueError(f'{builder.name}/{split}: {n} examples over {process_count} host(s) '
                      f'give no full batch of {local_batch}')
-  lo, hi = shard_bounds(n, process_index, process_count)
-  plan = _Plan(lo=lo, hi=hi, local_batch=local_batch, steps_per_epoch=steps, train=train,
-               seed=seed, process_index=process_index)
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index {process_index} not in [0, {process_count})')
+  plan = _Plan(lo=0, hi=n, local_batch=local_batch, steps_per_epoch=steps, train=train,
+               seed=seed, process_index=process_index, process_count=process_count)
 
   if num_epochs is None and not train:
     num_epochs = 1

@@ -157,28 +157,25 @@ def test_epochs_shuffled_and_reproducible(builders):
   assert not np.array_equal(orders, epoch_orders(seed=8))
 
 
-def test_host_shards_disjoint_and_cover_split(builders):
-  # Eval: every example on exactly one host, all hosts the same number of batches.
+def test_hosts_split_every_global_batch(builders):
+  """H hosts together see exactly the batches one host sees: each takes its slice of every
+  global batch, so a run's result does not depend on the number of hosts."""
+  for train, split, epochs in ((False, 'train', 1), (True, 'train', 2)):
+    single = _collect(_iter(builders, 'grain', split, train=train, batch_size=8, num_epochs=epochs))
+    for backend in ('tf', 'grain'):
+      per_host = [_collect(_iter(builders, backend, split, train=train, batch_size=8,
+                                 num_epochs=epochs, process_index=h, process_count=2))
+                  for h in range(2)]
+      assert len(per_host[0]) == len(per_host[1]) == len(single)
+      for whole, a, b in zip(single, *per_host):
+        assert a['skeleton'].shape[0] == b['skeleton'].shape[0] == 4
+        for key in whole:
+          np.testing.assert_array_equal(np.concatenate([a[key], b[key]]), whole[key], err_msg=key)
+  # Eval: every example on exactly one host, counted once.
   per_host = [_collect(_iter(builders, 'tf', 'train', train=False, batch_size=8,
                              process_index=h, process_count=2)) for h in range(2)]
-  assert len(per_host[0]) == len(per_host[1]) == ip.num_batches(37, batch_size=8, train=False,
-                                                                   process_count=2) == 5
-  seen = [set(np.concatenate([b['index'][b['mask']] for b in host]).tolist())
-          for host in per_host]
-  assert not seen[0] & seen[1]
-  assert seen[0] | seen[1] == set(range(37))
-  assert sum(int(b['mask'].sum()) for host in per_host for b in host) == 37
-
-  # Training: same steps per host, each host only within its own shard, and the back ends agree.
-  for h in range(2):
-    runs = [_collect(_iter(builders, b, num_epochs=2, process_index=h, process_count=2))
-            for b in ('tf', 'grain')]
-    _assert_batches_equal(*runs)
-    assert len(runs[0]) == 2 * ((37 // 2) // 4)
-    lo, hi = ip.shard_bounds(37, h, 2)
-    for b in runs[0]:
-      assert b['skeleton'].shape[0] == 4 and b['mask'].all()
-      assert ((b['index'] >= lo) & (b['index'] < hi)).all()
+  seen = [np.concatenate([b['index'][b['mask']] for b in host]).tolist() for host in per_host]
+  assert not set(seen[0]) & set(seen[1]) and sorted(seen[0] + seen[1]) == list(range(37))
 
 
 def test_eval_padding_counts_every_example_once(builders):
@@ -220,9 +217,8 @@ def test_bad_arguments(builders):
 def test_num_batches():
   assert ip.num_batches(37, batch_size=8, train=True) == 4
   assert ip.num_batches(37, batch_size=8, train=False) == 5
-  assert ip.num_batches(37, batch_size=8, train=True, process_count=2) == 4  # 18 // 4
-  assert ip.num_batches(37, batch_size=8, train=False, process_count=4) == 5  # ceil(10 / 2)
-  assert [ip.shard_bounds(10, h, 3) for h in range(3)] == [(0, 3), (3, 6), (6, 10)]
+  assert ip.num_batches(37, batch_size=8, train=True, process_count=2) == 4  # global batches
+  assert ip.num_batches(37, batch_size=8, train=False, process_count=4) == 5
 
 
 def test_grain_path_without_tensorflow(builders):
@@ -271,10 +267,11 @@ def test_combined_split_same_in_both_backends(builders):
                          process_index=1, process_count=2)) for b in ('tf', 'grain')]
   _assert_batches_equal(*runs)
   index = np.concatenate([b['index'][b['mask']] for b in runs[0]])
-  np.testing.assert_array_equal(index, np.arange(21, 42))  # Host 1 of 2 over 42 examples.
+  # Host 1 of 2 over 42 examples, global batches of 6: the second half of each.
+  np.testing.assert_array_equal(index, (np.arange(7)[:, None] * 6 + np.arange(3, 6)).ravel())
   names = np.concatenate([b['sample_name'][b['mask']] for b in runs[0]])
-  assert names[-5:].tolist() == [builders['grain'].as_data_source('test')[i]['sample_name']
-                                 .decode() for i in range(5)]
+  assert names[-2:].tolist() == [builders['grain'].as_data_source('test')[i]['sample_name']
+                                 .decode() for i in (3, 4)]
 
 
 def test_project_builder_h2o_by_name(tmp_path):

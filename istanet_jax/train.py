@@ -1,0 +1,367 @@
+r"""Training and evaluation: `python -m istanet_jax.train --config configs/<name>.py[:arg]`.
+
+  python -m istanet_jax.train --config configs/ntu26.py:xsub --workdir /tmp/ntu26 \
+      [--config.batch_size=64] [--mode eval --checkpoint best.pt]
+
+A thin `main()` over `train_and_evaluate(config, workdir)`. One jitted train step and one
+jitted eval step (`istanet_jax.steps`) run over a `('data',)` mesh of every device of every
+host; each host feeds its shard of the batch. Every `checkpoint_every_epochs` epochs the
+state, the data position and the best score are saved with Orbax; rerunning the same command
+in the same workdir resumes there, with the same batches and augmentations as an
+uninterrupted run. Metrics go to `workdir/metrics.jsonl` and TensorBoard event files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from istanet_jax import checkpoints, input_pipeline, optim, steps
+
+BATCH_KEYS = ('skeleton', 'label', 'index', 'mask')
+_COMPILATIONS = [0]
+
+
+def _count_compilations(event: str, duration: float, **_) -> None:
+  if event == '/jax/core/compile/backend_compile_duration':
+    _COMPILATIONS[0] += 1
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compilations)
+
+
+def compilations() -> int:
+  """XLA compilations in this process so far (jax.monitoring events, not timing)."""
+  return _COMPILATIONS[0]
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class MetricWriter:
+  """`workdir/metrics.jsonl` (one JSON object per line) and TensorBoard scalars."""
+
+  def __init__(self, workdir: str, *, keep_until_epoch: Optional[int] = None, enabled: bool = True):
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.enabled = enabled
+    self._tb = None
+    if not enabled:
+      return
+    if keep_until_epoch is not None and os.path.exists(self.path):
+      # A resumed run repeats what followed its checkpoint: drop those lines, keep the rest.
+      with open(self.path) as f:
+        lines = [l for l in f if l.strip() and json.loads(l).get('epoch', 0) <= keep_until_epoch]
+      with open(self.path + '.tmp', 'w') as f:
+        f.writelines(lines)
+      os.replace(self.path + '.tmp', self.path)
+    elif keep_until_epoch is None and os.path.exists(self.path):
+      os.remove(self.path)
+    try:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    except ImportError:
+      self._tb = None
+
+  def write(self, step: int, epoch: int, scalars: dict) -> None:
+    if not self.enabled:
+      return
+    record = {'step': int(step), 'epoch': int(epoch)}
+    record.update({k: float(v) for k, v in scalars.items()})
+    with open(self.path, 'a') as f:
+      f.write(json.dumps(record) + '\n')
+    if self._tb is not None:
+      for k, v in scalars.items():
+        self._tb.add_scalar(k, float(v), int(step))
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_metrics(workdir: str) -> list:
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(l) for l in f if l.strip()]
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def make_mesh(devices=None) -> Mesh:
+  return Mesh(np.asarray(jax.devices() if devices is None else devices), ('data',))
+
+
+def to_global(batch: dict, sharding: NamedSharding) -> dict:
+  """Host-local numpy batch -> global arrays sharded along the batch axis (no host sync)."""
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k]))
+          for k in BATCH_KEYS}
+
+
+def _host_batch(batch: dict, label_key: str) -> dict:
+  out = {'skeleton': batch['skeleton'], 'label': batch[label_key].astype(np.int32),
+         'index': batch['index'].astype(np.int32), 'mask': batch['mask']}
+  return out
+
+
+# --------------------------------------------------------------------------- loop
+
+
+SYNTHETIC_TREES = {
+    'ntu': ('data_pipelines.synthetic_ntu', 'write_ntu_tree'),
+    'sbu': ('data_pipelines.synthetic_sbu_h2o', 'write_sbu_tree'),
+    'h2o': ('data_pipelines.synthetic_sbu_h2o', 'write_h2o_tree'),
+    'assembly101': ('data_pipelines.synthetic_assembly101', 'write_assembly101_tree'),
+}
+
+
+def resolve_data(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
+  """Makes sure `config.dataset` is prepared; returns the config with absolute data paths.
+
+  Relative `data_dir` / `manual_dir` are taken inside `workdir`. With `manual_dir` set, the
+  dataset is prepared there first if it is not yet (TFDS reuses prepared data), after writing
+  a synthetic raw tree into it when `synthetic_raw` names one (the demo).
+  """
+  config = ml_collections.ConfigDict(config.to_dict())  # an unlocked copy
+  for key in ('data_dir', 'manual_dir'):
+    if config.get(key) and not os.path.isabs(config[key]):
+      config[key] = os.path.join(os.path.abspath(workdir), config[key])
+  manual_dir = config.get('manual_dir')
+  if not manual_dir:
+    return config
+  if jax.process_index() == 0:
+    kind = config.get('synthetic_raw')
+    if kind and not (os.path.isdir(manual_dir) and os.listdir(manual_dir)):
+      if kind not in SYNTHETIC_TREES:
+        raise ValueError(f'synthetic_raw must be one of {sorted(SYNTHETIC_TREES)}, got {kind!r}')
+      import importlib  # pylint: disable=g-import-not-at-top
+      module, fn = SYNTHETIC_TREES[kind]
+      _say(f'Writing a synthetic {kind} raw tree to {manual_dir}')
+      getattr(importlib.import_module(module), fn)(
+          manual_dir, seed=config.seed, **config.get('synthetic_options', {}))
+    from data_pipelines import prepare  # pylint: disable=g-import-not-at-top
+    prepare.prepare(config.dataset, manual_dir, config.data_dir,
+                    file_format=config.get('prepare_file_format', 'array_record'))
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices('istanet_jax data prepared')
+  return config
+
+
+def _data_kwargs(config) -> dict:
+  return dict(data_dir=config.get('data_dir'), backend=config.get('data_backend', 'auto'),
+              max_frames=config.max_frames)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       stop_after_epochs: Optional[int] = None, progress: bool = True,
+                       devices: Optional[list] = None) -> dict:
+  """Trains `config` in `workdir`, resuming from its last good checkpoint; returns the summary.
+
+  `stop_after_epochs` ends the run after that many epochs of this call (a stand-in for a kill:
+  the checkpoint of the last epoch is written first). `devices` restricts the mesh (default:
+  every device of every host).
+  """
+  os.makedirs(workdir, exist_ok=True)
+  config = resolve_data(config, workdir)
+  mesh = make_mesh(devices)
+  replicated = NamedSharding(mesh, P())
+  data_sharding = NamedSharding(mesh, P('data'))
+  label_key = config.get('label_key', 'label')
+  if config.batch_size % mesh.size or config.test_batch_size % mesh.size:
+    raise ValueError(f'batch_size {config.batch_size} and test_batch_size '
+                     f'{config.test_batch_size} must be multiples of the {mesh.size} devices')
+
+  n_train = input_pipeline.num_examples(config.dataset, config.train_split, config.get('data_dir'))
+  steps_per_epoch = input_pipeline.num_batches(n_train, batch_size=config.batch_size, train=True,
+                                               process_count=jax.process_count())
+  model = steps.model_from_config(config)
+  tx = steps.make_optimizer(config, steps_per_epoch)
+  state = jax.jit(lambda k: steps.create_state(model, tx, k), out_shardings=replicated)(
+      jax.random.key(config.seed))
+
+  last = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                  max_to_keep=config.get('keep_checkpoints', 2))
+  best = checkpoints.Checkpointer(os.path.join(workdir, 'best'), max_to_keep=1)
+  meta = {'epoch': 0, 'best_top1': -1.0, 'best_epoch': -1, 'data_state': None}
+  restored = last.restore_latest(checkpoints.abstract_like(state))
+  if restored is not None:
+    state, meta, at = restored
+    _say(f'Resuming from {last.directory}/{at}: epoch {meta["epoch"]} done, '
+         f'best top-1 {meta["best_top1"]:.4f}')
+  start_epoch = int(meta['epoch'])
+  writer = MetricWriter(workdir, keep_until_epoch=start_epoch if restored else None,
+                        enabled=jax.process_index() == 0)
+
+  train_step = jax.jit(steps.make_train_step(config, model, tx),
+                       in_shardings=(replicated, data_sharding, replicated),
+                       out_shardings=(replicated, replicated), donate_argnums=0)
+  eval_step = jax.jit(steps.make_eval_step(config, model), in_shardings=(replicated, data_sharding),
+                      out_shardings=(replicated, data_sharding))
+  base_key = jax.random.key(config.seed)
+  train_iter = input_pipeline.make_iterator(
+      config.dataset, config.train_split, batch_size=config.batch_size, train=True,
+      seed=config.seed, start_state=meta['data_state'], **_data_kwargs(config))
+
+  end_epoch = config.num_epoch
+  if stop_after_epochs is not None:
+    end_epoch = min(end_epoch, start_epoch + stop_after_epochs)
+  summary = {'epochs_run': 0, 'resumed_from_epoch': start_epoch if restored else None}
+  compiled_by_first_epoch = None
+  for epoch in range(start_epoch, end_epoch):
+    totals = None
+    start = time.perf_counter()
+    bar = _progress(steps_per_epoch, f'epoch {epoch + 1}/{config.num_epoch}', progress)
+    for i in range(steps_per_epoch):
+      batch = to_global(_host_batch(next(train_iter), label_key), data_sharding)
+      state, metrics = train_step(state, batch, base_key)
+      totals = steps.accumulate(totals, metrics)
+      bar.update(1)
+    bar.close()
+    totals = jax.device_get(totals)  # one pull per epoch
+    step = epoch * steps_per_epoch + steps_per_epoch
+    elapsed = time.perf_counter() - start
+    scalars = {'train/loss': totals['loss_sum'] / max(totals['count'], 1),
+               'train/top1': totals['top1_sum'] / max(totals['count'], 1),
+               'train/skipped_steps': totals['skipped'],
+               # Host arithmetic: the same rule as the step's schedule, no device work.
+               'lr': optim.reference_lr(epoch, base_lr=config.base_lr,
+                                        warm_up_epoch=config.warm_up_epoch, step=list(config.step),
+                                        lr_decay_rate=config.lr_decay_rate),
+               'train/samples_per_second': totals['count'] * jax.process_count() / elapsed}
+    writer.write(step, epoch + 1, scalars)
+    _say(f'epoch {epoch + 1}: train loss {scalars["train/loss"]:.4f} top-1 '
+         f'{scalars["train/top1"]:.4f} lr {scalars["lr"]:.6f} '
+         f'({scalars["train/samples_per_second"]:.1f} samples/s)')
+
+    if (epoch + 1) % config.eval_interval == 0 or epoch + 1 == config.num_epoch:
+      result = evaluate(config, state, eval_step, data_sharding)
+      writer.write(step, epoch + 1, {k: v for k, v in result.items() if k.startswith('eval/')})
+      _say(f'epoch {epoch + 1}: eval loss {result["eval/loss"]:.4f} top-1 '
+           f'{result["eval/top1"]:.4f} top-5 {result["eval/top5"]:.4f}')
+      if result['eval/top1'] > meta['best_top1']:
+        meta.update(best_top1=result['eval/top1'], best_epoch=epoch + 1)
+        best.save(step, state, dict(meta, epoch=epoch + 1, data_state=train_iter.get_state()))
+        if config.get('save_score', True) and jax.process_index() == 0:
+          save_scores(workdir, result)
+      summary.update({k: v for k, v in result.items() if k.startswith('eval/')})
+    meta.update(epoch=epoch + 1, data_state=train_iter.get_state())
+    if (epoch + 1) % config.checkpoint_every_epochs == 0 or epoch + 1 == end_epoch:
+      last.save(step, state, dict(meta))
+    summary['epochs_run'] += 1
+    if compiled_by_first_epoch is None:
+      compiled_by_first_epoch = compilations()
+  last.close()
+  best.close()
+  writer.close()
+  # Train and eval steps (incl. the partial last eval batch) compile in the first epoch only.
+  summary['compilations_after_first_epoch'] = compilations() - (compiled_by_first_epoch or compilations())
+  summary.update(best_top1=meta['best_top1'], best_epoch=meta['best_epoch'],
+                 epoch=meta['epoch'], state=state)
+  return summary
+
+
+def evaluate(config, state, eval_step, data_sharding) -> dict:
+  """Loss, top-1, top-5 and per-class accuracy over the whole eval split, plus the scores."""
+  it = input_pipeline.make_iterator(
+      config.dataset, config.eval_split, batch_size=config.test_batch_size, train=False,
+      seed=0, **_data_kwargs(config))
+  label_key = config.get('label_key', 'label')
+  totals, logits, names, labels = None, [], [], []
+  for host_batch in it:
+    batch = to_global(_host_batch(host_batch, label_key), data_sharding)
+    metrics, batch_logits = eval_step(state, batch)
+    totals = steps.accumulate(totals, metrics)
+    keep = np.asarray(host_batch['mask'])
+    if jax.process_count() == 1:  # several hosts: sums only (each host holds its own logits)
+      logits.append(np.asarray(batch_logits)[keep])
+    names.extend(np.asarray(host_batch['sample_name'])[keep].tolist())
+    labels.append(np.asarray(host_batch[label_key])[keep])
+  totals = jax.device_get(totals)
+  count = max(float(totals['count']), 1.0)
+  class_count = np.asarray(totals['class_count'])
+  per_class = np.where(class_count > 0, np.asarray(totals['class_correct']) / np.maximum(class_count, 1), np.nan)
+  return {'eval/loss': float(totals['loss_sum']) / count,
+          'eval/top1': float(totals['top1_sum']) / count,
+          'eval/top5': float(totals['top5_sum']) / count,
+          'eval/count': float(totals['count']),
+          'per_class_top1': per_class,
+          'scores': np.concatenate(logits) if logits else np.zeros((0,)),
+          'sample_names': [n.decode() if isinstance(n, bytes) else str(n) for n in names],
+          'labels': np.concatenate(labels) if labels else np.zeros((0,), np.int64)}
+
+
+def save_scores(workdir: str, result: dict) -> None:
+  """The best epoch's scores, as the reference's `save_score` (name -> logits) but as .npy/.json."""
+  np.save(os.path.join(workdir, 'best_scores.npy'), result['scores'])
+  with open(os.path.join(workdir, 'best_scores.json'), 'w') as f:
+    json.dump({'sample_names': result['sample_names'],
+               'labels': np.asarray(result['labels']).tolist(),
+               'per_class_top1': [None if np.isnan(v) else float(v) for v in result['per_class_top1']]},
+              f)
+
+
+def _say(message: str) -> None:
+  if jax.process_index() == 0:
+    print(message, flush=True)
+
+
+class _NoBar:
+  def update(self, n):
+    pass
+
+  def close(self):
+    pass
+
+
+def _progress(total: int, desc: str, enabled: bool):
+  if not enabled or jax.process_index() != 0:
+    return _NoBar()
+  try:
+    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return _NoBar()
+  return tqdm(total=total, desc=desc, unit='step', leave=False, file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> None:
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+  config_flags.DEFINE_config_file('config', None, 'experiment config file (configs/<name>.py[:arg])',
+                                  lock_config=True)
+  flags.DEFINE_string('workdir', None, 'where checkpoints, metrics and scores go')
+  flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'train (resumes) or evaluate only')
+  flags.DEFINE_string('checkpoint', None, '--mode eval: an Orbax checkpoint dir or a reference .pt')
+  flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (several hosts)')
+  flags.DEFINE_integer('num_processes', None, 'number of processes (several hosts)')
+  flags.DEFINE_integer('process_id', None, 'this process (several hosts)')
+  flags.mark_flags_as_required(['config', 'workdir'])
+
+  def run(_):
+    from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+    absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every file it writes at INFO.
+    f = flags.FLAGS
+    if f.coordinator_address:
+      jax.distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
+    if f.mode == 'train':
+      result = train_and_evaluate(f.config, f.workdir)
+      _say(f'best eval top-1 {result["best_top1"]:.4f} at epoch {result["best_epoch"]}')
+    else:
+      raise app.UsageError('--mode eval is not implemented yet')
+
+  app.run(run, argv=argv)
+
+
+if __name__ == '__main__':
+  main()

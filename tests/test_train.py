@@ -1,0 +1,251 @@
+"""`train_and_evaluate` and the train step: device-count invariance, exact resume, several
+processes, corrupt checkpoints, no recompilation, and one step equal to the reference's."""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import demo
+from istanet_jax import checkpoints, input_pipeline, steps, torch_compat, train
+from parity_cases import Case
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# float32 sums in another order (batch statistics and gradients reduced over 4 shards) differ
+# by ~5e-7 relative after one step, and training amplifies that step by step (~1e-3 after 24
+# steps), so device counts are compared after one epoch (7 steps at a small LR): measured
+# 6e-6 (4 devices vs 1) and 7e-5 (2 processes vs 1) of the largest parameter, so 3e-4 is
+# reduction-order noise; a wrong shard or key moves parameters by ~1e-1.
+SHARDING_RTOL = 3e-4
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  """The demo's synthetic SBU raw tree, small, prepared as ArrayRecord (~60 train sequences)."""
+  from data_pipelines import prepare
+  from data_pipelines.synthetic_sbu_h2o import write_sbu_tree
+  root = tmp_path_factory.mktemp('sbu')
+  write_sbu_tree(root / 'raw', num_per_class=2, seed=0, versions=('Clean',))
+  prepare.prepare('sbu_kinect_interaction/clean', root / 'raw', root / 'data',
+                  file_format='array_record')
+  return str(root / 'data')
+
+
+def tiny_config(data_dir, **overrides) -> ml_collections.ConfigDict:
+  config = demo.get_config()
+  config.unlock()
+  config.manual_dir = None
+  config.synthetic_raw = ''
+  config.data_dir = data_dir
+  config.model.config = ((8, 8, 4), (8, 16, 4))
+  config.batch_size = 8
+  config.test_batch_size = 12
+  config.num_epoch = 3
+  config.base_lr = 0.01
+  config.warm_up_epoch = 1
+  config.step = (2,)
+  config.eval_interval = 1
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+def _params(result):
+  return jax.tree_util.tree_map(np.asarray, jax.device_get(result['state']['params']))
+
+
+def _assert_trees(a, b, rtol=None):
+  """Equal leaves, or with `rtol`: max |a - b| within rtol of max |b|, on one scale for all
+  parameters (conv biases that feed a train-mode BatchNorm get only rounding noise as gradient,
+  so on their own scale they differ by rounding alone)."""
+  a, b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+  assert len(a) == len(b)
+  if rtol is None:
+    for x, y in zip(a, b):
+      np.testing.assert_array_equal(x, y)
+    return
+  diff = max(float(np.abs(x - y).max()) for x, y in zip(a, b))
+  scale = max(float(np.abs(y).max()) for y in b)
+  print(f'largest parameter difference relative to the largest parameter: {diff / scale:.2e}')
+  assert diff <= rtol * scale
+
+
+@pytest.fixture(scope='module')
+def four_device_run(data_dir, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('four')
+  result = train.train_and_evaluate(tiny_config(data_dir), str(workdir), progress=False,
+                                    devices=jax.devices()[:4])
+  return workdir, result
+
+
+@pytest.fixture(scope='module')
+def one_epoch_on_four_devices(data_dir, tmp_path_factory):
+  return train.train_and_evaluate(tiny_config(data_dir, num_epoch=1),
+                                  str(tmp_path_factory.mktemp('four1')), progress=False,
+                                  devices=jax.devices()[:4])
+
+
+def test_four_devices_equal_one(data_dir, tmp_path, one_epoch_on_four_devices):
+  one = train.train_and_evaluate(tiny_config(data_dir, num_epoch=1), str(tmp_path),
+                                 progress=False, devices=jax.devices()[:1])
+  _assert_trees(_params(one_epoch_on_four_devices), _params(one), rtol=SHARDING_RTOL)
+  assert one['eval/top1'] == one_epoch_on_four_devices['eval/top1']
+
+
+def test_loss_falls_every_sample_is_evaluated_and_nothing_recompiles(data_dir, four_device_run):
+  workdir, four = four_device_run
+  losses = [m['train/loss'] for m in train.read_metrics(str(workdir)) if 'train/loss' in m]
+  assert len(losses) == 3 and losses[-1] < losses[0]
+  n_test = input_pipeline.num_examples('sbu_kinect_interaction/clean', 'fold0', data_dir)
+  assert n_test % 12  # the last eval batch is partial
+  evals = [m for m in train.read_metrics(str(workdir)) if 'eval/top1' in m]
+  assert [m['eval/count'] for m in evals] == [n_test] * 3  # every test sample counted once
+  assert all(0 <= m['eval/top1'] <= m['eval/top5'] <= 1 for m in evals)
+  assert four['compilations_after_first_epoch'] == 0
+  scores = np.load(workdir / 'best_scores.npy')
+  names = json.loads((workdir / 'best_scores.json').read_text())['sample_names']
+  assert scores.shape == (n_test, 8) and len(set(names)) == n_test
+
+
+def _comparable(records):
+  timing = ('train/samples_per_second',)
+  return [{k: v for k, v in r.items() if k not in timing} for r in records]
+
+
+def test_killed_run_resumes_exactly(data_dir, tmp_path, four_device_run, capsys):
+  full_dir, full = four_device_run
+  first = train.train_and_evaluate(tiny_config(data_dir), str(tmp_path), progress=False,
+                                   devices=jax.devices()[:4], stop_after_epochs=1)
+  assert first['epoch'] == 1
+  rest = train.train_and_evaluate(tiny_config(data_dir), str(tmp_path), progress=False,
+                                  devices=jax.devices()[:4])
+  assert 'Resuming from' in capsys.readouterr().out
+  assert rest['resumed_from_epoch'] == 1 and rest['epochs_run'] == 2
+  _assert_trees(_params(rest), _params(full))
+  _assert_trees(jax.device_get(rest['state']['opt_state']), jax.device_get(full['state']['opt_state']))
+  assert _comparable(train.read_metrics(str(tmp_path))) == _comparable(train.read_metrics(str(full_dir)))
+
+
+def test_corrupt_checkpoint_falls_back_to_the_previous_one(data_dir, tmp_path, capsys):
+  config = tiny_config(data_dir, num_epoch=2)
+  train.train_and_evaluate(config, str(tmp_path), progress=False, devices=jax.devices()[:1])
+  ckpt = checkpoints.Checkpointer(str(tmp_path / 'checkpoints'), use_async=False)
+  newest = ckpt.steps()[-1]
+  ckpt.close()
+  # Bit rot / a bad disk: every file of the newest state item overwritten.
+  damaged = [p for p in (tmp_path / 'checkpoints' / str(newest) / 'state').rglob('*') if p.is_file()]
+  assert damaged
+  for path in damaged:
+    path.write_bytes(b'garbage')
+  result = train.train_and_evaluate(tiny_config(data_dir, num_epoch=3), str(tmp_path),
+                                    progress=False, devices=jax.devices()[:1])
+  out = capsys.readouterr().out
+  assert f'checkpoints/{newest} is corrupt or incomplete' in out
+  assert result['resumed_from_epoch'] == 1 and result['epochs_run'] == 2
+
+
+def test_half_written_checkpoint_is_ignored(data_dir, tmp_path, capsys):
+  config = tiny_config(data_dir, num_epoch=1)
+  train.train_and_evaluate(config, str(tmp_path), progress=False, devices=jax.devices()[:1])
+  # What a kill during an async save leaves: Orbax's temporary directory, never renamed.
+  (tmp_path / 'checkpoints' / '99.orbax-checkpoint-tmp-1' / 'state').mkdir(parents=True)
+  result = train.train_and_evaluate(tiny_config(data_dir, num_epoch=2), str(tmp_path),
+                                    progress=False, devices=jax.devices()[:1])
+  assert result['resumed_from_epoch'] == 1
+
+
+def test_train_step_equals_the_reference_sgd_step():
+  """The project's train step (identity augmentation) on the float64 parity case."""
+  case = Case('pad_odd')
+  config = tiny_config('')
+  config.model = ml_collections.ConfigDict(dict(case.model_args, att_drop=0.0, dropout=0.0))
+  config.train_feeder = ml_collections.ConfigDict(dict(
+      window_size=case.model_args['num_frames'], p_interval=(1.0,), random_rot=False,
+      entity_rearrangement=False, vel=False, bone=False))
+  s = case.step
+  config.update(dict(optimizer=s['optimizer'], base_lr=s['lr'], weight_decay=s['weight_decay'],
+                     nesterov=s['nesterov'], warm_up_epoch=0, step=(), bn_group_size=None))
+  config.loss_args = ml_collections.ConfigDict(dict(smoothing=s['smoothing'],
+                                                    temperature=s['temperature']))
+  with jax.enable_x64(True):
+    model = steps.model_from_config(config)
+    tx = steps.make_optimizer(config, steps_per_epoch=1)
+    variables = torch_compat.variables_from_state_dict(case.state_dict(), case.model_args)
+    state = steps.state_from_variables(variables, tx)
+    x = jnp.asarray(np.moveaxis(case.x, 1, -1))
+    batch = {'skeleton': x, 'label': jnp.asarray(case.y, jnp.int32),
+             'index': jnp.arange(len(case.y), dtype=jnp.int32),
+             'mask': jnp.ones(len(case.y), bool)}
+    new_state, metrics = jax.jit(steps.make_train_step(config, model, tx))(
+        state, batch, jax.random.key(0))
+    assert float(metrics['loss_sum'] / metrics['count']) == pytest.approx(
+        float(case.arrays['loss']), rel=1e-8)
+    after = torch_compat.state_dict_from_variables(steps.variables_of(new_state), case.model_args)
+  expected = case.prefixed('after_sgd_step/')
+  assert sorted(after) == sorted(expected)
+  for key, value in expected.items():
+    scale = max(np.abs(value).max(), 1e-300)
+    assert np.abs(after[key] - value).max() / scale < 1e-8, key
+
+
+def test_non_finite_step_is_skipped_and_counted(data_dir):
+  config = tiny_config(data_dir)
+  model = steps.model_from_config(config)
+  tx = steps.make_optimizer(config, steps_per_epoch=3)
+  state = steps.create_state(model, tx, jax.random.key(0))
+  before = jax.device_get(state['params'])
+  batch = {'skeleton': jnp.full((8, 46, 15, 2, 3), jnp.nan), 'label': jnp.zeros(8, jnp.int32),
+           'index': jnp.arange(8, dtype=jnp.int32), 'mask': jnp.ones(8, bool)}
+  new_state, metrics = jax.jit(steps.make_train_step(config, model, tx))(
+      state, batch, jax.random.key(0))
+  assert int(new_state['skipped']) == 1 and int(new_state['step']) == 1
+  assert float(metrics['skipped']) == 1.0
+  _assert_trees(jax.device_get(new_state['params']), before)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+WORKER = r'''
+import os, sys, json
+import jax
+jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
+sys.path[:0] = [sys.argv[5], os.path.join(sys.argv[5], 'tests')]
+import numpy as np
+from istanet_jax import train
+from test_train import tiny_config
+result = train.train_and_evaluate(tiny_config(sys.argv[3], num_epoch=1), sys.argv[4],
+                                  progress=False)
+if jax.process_index() == 0:
+  leaves = jax.tree_util.tree_leaves(jax.device_get(result['state']['params']))
+  np.savez(os.path.join(sys.argv[4], 'params.npz'), *leaves)
+'''
+
+
+def test_two_processes_train_like_one(data_dir, tmp_path, one_epoch_on_four_devices):
+  four = one_epoch_on_four_devices
+  address = f'127.0.0.1:{_free_port()}'
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+             JAX_PLATFORMS='cpu')
+  workers = [subprocess.Popen([sys.executable, '-c', WORKER, address, str(i), data_dir,
+                               str(tmp_path / 'run'), str(REPO)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+  outputs = [w.communicate(timeout=600)[0] for w in workers]
+  for w, out in zip(workers, outputs):
+    assert w.returncode == 0, out[-3000:]
+  saved = np.load(tmp_path / 'run' / 'params.npz')
+  ours = [saved[f'arr_{i}'] for i in range(len(saved.files))]
+  _assert_trees(ours, _params(four), rtol=SHARDING_RTOL)
