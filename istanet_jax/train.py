@@ -99,6 +99,12 @@ def make_mesh(devices=None) -> Mesh:
   return Mesh(np.asarray(jax.devices() if devices is None else devices), ('data',))
 
 
+def _check_batch_sizes(config, mesh: Mesh) -> None:
+  if config.batch_size % mesh.size or config.test_batch_size % mesh.size:
+    raise ValueError(f'batch_size {config.batch_size} and test_batch_size '
+                     f'{config.test_batch_size} must be multiples of the {mesh.size} devices')
+
+
 def to_global(batch: dict, sharding: NamedSharding) -> dict:
   """Host-local numpy batch -> global arrays sharded along the batch axis (no host sync)."""
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k]))
@@ -175,9 +181,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   replicated = NamedSharding(mesh, P())
   data_sharding = NamedSharding(mesh, P('data'))
   label_key = config.get('label_key', 'label')
-  if config.batch_size % mesh.size or config.test_batch_size % mesh.size:
-    raise ValueError(f'batch_size {config.batch_size} and test_batch_size '
-                     f'{config.test_batch_size} must be multiples of the {mesh.size} devices')
+  _check_batch_sizes(config, mesh)
 
   n_train = input_pipeline.num_examples(config.dataset, config.train_split, config.get('data_dir'))
   steps_per_epoch = input_pipeline.num_batches(n_train, batch_size=config.batch_size, train=True,
@@ -298,10 +302,64 @@ def evaluate(config, state, eval_step, data_sharding) -> dict:
           'labels': np.concatenate(labels) if labels else np.zeros((0,), np.int64)}
 
 
-def save_scores(workdir: str, result: dict) -> None:
-  """The best epoch's scores, as the reference's `save_score` (name -> logits) but as .npy/.json."""
-  np.save(os.path.join(workdir, 'best_scores.npy'), result['scores'])
-  with open(os.path.join(workdir, 'best_scores.json'), 'w') as f:
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, checkpoint: str, *,
+                        devices: Optional[list] = None) -> dict:
+  """`--mode eval`: the eval split under `checkpoint`, scores written to workdir/eval_scores.*.
+
+  `checkpoint` is a reference `.pt` state dict, an Orbax directory of this project
+  (`workdir/best`, `workdir/checkpoints`: its newest good step), or one step of it.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  config = resolve_data(config, workdir)
+  mesh = make_mesh(devices)
+  _check_batch_sizes(config, mesh)
+  replicated = NamedSharding(mesh, P())
+  model = steps.model_from_config(config)
+  if checkpoint.endswith('.pt'):
+    from istanet_jax import torch_compat  # pylint: disable=g-import-not-at-top
+    variables = torch_compat.variables_from_state_dict(torch_compat.load_pt(checkpoint),
+                                                       config.model.to_dict())
+    state = jax.device_put(variables_as_state(variables), replicated)
+  else:
+    tx = steps.make_optimizer(config, steps_per_epoch=1)  # only the state's structure matters
+    abstract = jax.eval_shape(lambda k: steps.create_state(model, tx, k), jax.random.key(0))
+    abstract = jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), abstract)
+    path = os.path.abspath(checkpoint)
+    step = os.path.basename(path)
+    if step.isdigit() and not os.path.isdir(os.path.join(path, 'state')):
+      raise ValueError(f'{checkpoint}: not an Orbax checkpoint step (no state/ inside)')
+    ckpt = checkpoints.Checkpointer(os.path.dirname(path) if step.isdigit() else path,
+                                    use_async=False)
+    if step.isdigit():
+      state, _ = ckpt.restore(int(step), abstract)
+    else:
+      restored = ckpt.restore_latest(abstract)
+      if restored is None:
+        raise ValueError(f'{checkpoint}: no checkpoint that restores')
+      state = restored[0]
+    ckpt.close()
+  eval_step = jax.jit(steps.make_eval_step(config, model),
+                      in_shardings=(replicated, NamedSharding(mesh, P('data'))),
+                      out_shardings=(replicated, NamedSharding(mesh, P('data'))))
+  result = evaluate(config, state, eval_step, NamedSharding(mesh, P('data')))
+  if jax.process_index() == 0:
+    save_scores(workdir, result, 'eval_scores')
+  _say(f'eval of {checkpoint}: loss {result["eval/loss"]:.4f} top-1 {result["eval/top1"]:.4f} '
+       f'top-5 {result["eval/top5"]:.4f} over {int(result["eval/count"])} samples')
+  return result
+
+
+def variables_as_state(variables: dict) -> dict:
+  """What `eval_step` reads of a state, from plain Flax variables."""
+  return {'params': variables['params'], 'batch_stats': variables['batch_stats'],
+          'buffers': variables.get('buffers', {})}
+
+
+def save_scores(workdir: str, result: dict, name: str = 'best_scores') -> None:
+  """Scores as the reference's `save_score` keeps them (sample name -> logits), as .npy + .json."""
+  np.save(os.path.join(workdir, f'{name}.npy'), result['scores'])
+  with open(os.path.join(workdir, f'{name}.json'), 'w') as f:
     json.dump({'sample_names': result['sample_names'],
                'labels': np.asarray(result['labels']).tolist(),
                'per_class_top1': [None if np.isnan(v) else float(v) for v in result['per_class_top1']]},
@@ -358,7 +416,9 @@ def main(argv=None) -> None:
       result = train_and_evaluate(f.config, f.workdir)
       _say(f'best eval top-1 {result["best_top1"]:.4f} at epoch {result["best_epoch"]}')
     else:
-      raise app.UsageError('--mode eval is not implemented yet')
+      if not f.checkpoint:
+        raise app.UsageError('--mode eval needs --checkpoint (an Orbax directory or a .pt file)')
+      evaluate_checkpoint(f.config, f.workdir, f.checkpoint)
 
   app.run(run, argv=argv)
 

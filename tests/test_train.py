@@ -249,3 +249,27 @@ def test_two_processes_train_like_one(data_dir, tmp_path, one_epoch_on_four_devi
   saved = np.load(tmp_path / 'run' / 'params.npz')
   ours = [saved[f'arr_{i}'] for i in range(len(saved.files))]
   _assert_trees(ours, _params(four), rtol=SHARDING_RTOL)
+
+
+def test_eval_mode_on_orbax_and_reference_checkpoints(data_dir, tmp_path, four_device_run):
+  workdir, four = four_device_run
+  config = tiny_config(data_dir)
+  best = train.evaluate_checkpoint(config, str(tmp_path / 'a'), str(workdir / 'best'),
+                                  devices=jax.devices()[:4])
+  assert best['eval/top1'] == four['best_top1']
+  assert (tmp_path / 'a' / 'eval_scores.npy').exists()
+  # The same weights as a reference .pt state dict give the same scores.
+  ckpt = checkpoints.Checkpointer(str(workdir / 'best'), use_async=False)
+  state, _, _ = ckpt.restore_latest(checkpoints.abstract_like(four['state']))
+  ckpt.close()
+  variables = steps.variables_of(jax.device_get(state))
+  state_dict = torch_compat.state_dict_from_variables(variables, config.model.to_dict())
+  torch_compat.save_pt(state_dict, tmp_path / 'best.pt')
+  from_pt = train.evaluate_checkpoint(config, str(tmp_path / 'b'), str(tmp_path / 'best.pt'),
+                                     devices=jax.devices()[:4])
+  np.testing.assert_allclose(from_pt['scores'], best['scores'], rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match='no checkpoint that restores'):
+    train.evaluate_checkpoint(config, str(tmp_path / 'c'), str(tmp_path / 'empty'),
+                              devices=jax.devices()[:4])
+  with pytest.raises(ValueError, match='must be multiples of the 8 devices'):
+    train.evaluate_checkpoint(config, str(tmp_path / 'd'), str(tmp_path / 'best.pt'))
