@@ -120,14 +120,6 @@ def _host_batch(batch: dict, label_key: str) -> dict:
 # --------------------------------------------------------------------------- loop
 
 
-SYNTHETIC_TREES = {
-    'ntu': ('data_pipelines.synthetic_ntu', 'write_ntu_tree'),
-    'sbu': ('data_pipelines.synthetic_sbu_h2o', 'write_sbu_tree'),
-    'h2o': ('data_pipelines.synthetic_sbu_h2o', 'write_h2o_tree'),
-    'assembly101': ('data_pipelines.synthetic_assembly101', 'write_assembly101_tree'),
-}
-
-
 def resolve_data(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
   """Makes sure `config.dataset` is prepared; returns the config with absolute data paths.
 
@@ -145,13 +137,10 @@ def resolve_data(config: ml_collections.ConfigDict, workdir: str) -> ml_collecti
   if jax.process_index() == 0:
     kind = config.get('synthetic_raw')
     if kind and not (os.path.isdir(manual_dir) and os.listdir(manual_dir)):
-      if kind not in SYNTHETIC_TREES:
-        raise ValueError(f'synthetic_raw must be one of {sorted(SYNTHETIC_TREES)}, got {kind!r}')
-      import importlib  # pylint: disable=g-import-not-at-top
-      module, fn = SYNTHETIC_TREES[kind]
+      from data_pipelines import synthetic  # pylint: disable=g-import-not-at-top
       _say(f'Writing a synthetic {kind} raw tree to {manual_dir}')
-      getattr(importlib.import_module(module), fn)(
-          manual_dir, seed=config.seed, **config.get('synthetic_options', {}))
+      synthetic.write_tree(kind, manual_dir, seed=config.seed,
+                           **config.get('synthetic_options', {}))
     from data_pipelines import prepare  # pylint: disable=g-import-not-at-top
     prepare.prepare(config.dataset, manual_dir, config.data_dir,
                     file_format=config.get('prepare_file_format', 'array_record'))
@@ -222,12 +211,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   for epoch in range(start_epoch, end_epoch):
     totals = None
     start = time.perf_counter()
-    bar = _progress(steps_per_epoch, f'epoch {epoch + 1}/{config.num_epoch}', progress)
-    for i in range(steps_per_epoch):
+    bar = _progress(steps_per_epoch * config.batch_size, f'epoch {epoch + 1}/{config.num_epoch}',
+                    progress)
+    for _ in range(steps_per_epoch):
       batch = to_global(_host_batch(next(train_iter), label_key), data_sharding)
       state, metrics = train_step(state, batch, base_key)
       totals = steps.accumulate(totals, metrics)
-      bar.update(1)
+      bar.update(config.batch_size)
     bar.close()
     totals = jax.device_get(totals)  # one pull per epoch
     step = epoch * steps_per_epoch + steps_per_epoch
@@ -386,7 +376,8 @@ def _progress(total: int, desc: str, enabled: bool):
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   except ImportError:
     return _NoBar()
-  return tqdm(total=total, desc=desc, unit='step', leave=False, file=sys.stderr)
+  # Samples, so tqdm's rate is samples/s and its ETA the epoch's.
+  return tqdm(total=total, desc=desc, unit='sample', leave=False, file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- main

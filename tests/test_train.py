@@ -273,3 +273,12 @@ def test_eval_mode_on_orbax_and_reference_checkpoints(data_dir, tmp_path, four_d
                               devices=jax.devices()[:4])
   with pytest.raises(ValueError, match='must be multiples of the 8 devices'):
     train.evaluate_checkpoint(config, str(tmp_path / 'd'), str(tmp_path / 'best.pt'))
+
+
+def test_synthetic_trees_by_name(tmp_path):
+  from data_pipelines import synthetic
+  for kind in synthetic.WRITERS:
+    root = synthetic.write_tree(kind, tmp_path / kind)
+    assert os.listdir(root), kind
+  with pytest.raises(ValueError, match="unknown synthetic tree 'kinetics'"):
+    synthetic.write_tree('kinetics', tmp_path / 'k')
