@@ -138,11 +138,30 @@ _NTU_CITATION = """\
 }"""
 
 
-class NtuBuilder(_Builder, skip_registration=True):
-  """Shared by the three NTU builders; subclasses set the class subset and the benchmarks.
+# Builder name -> (class subset as `data_pipelines.ntu` names it, number of classes, NTU release
+# as it names them, what the configs' descriptions call the dataset, the dataset's description).
+_NTU_VARIANTS = {
+    'ntu_mutual26': ('mutual26', 26, 'ntu120', 'NTU Mutual 26',
+                     'NTU RGB+D 120 restricted to its 26 mutual actions (A050-A060 -> 0-10, '
+                     'A106-A120 -> 11-25), preprocessed as ISTA-Net does (denoised, two actors, '
+                     'origin at the first actor\'s spine mid). Sequences are not padded.'),
+    'ntu120': ('all120', 120, 'ntu120', 'NTU RGB+D 120',
+               'NTU RGB+D 120, all 120 actions (label = action - 1), preprocessed as ISTA-Net '
+               'does. Sequences are not padded.'),
+    'ntu_mutual11': ('mutual11', 11, 'ntu60', 'NTU Mutual 11',
+                     'NTU RGB+D 60 (setups 1-17) restricted to its 11 mutual actions (A050-A060 '
+                     '-> 0-10), preprocessed as ISTA-Net does. Sequences are not padded.'),
+}
+_BENCHMARK_NAMES = {'xsub': 'cross-subject', 'xset': 'cross-setup', 'xview': 'cross-view'}
 
-  `num_workers` (a builder argument, not a config: it does not change the data) is the number
-  of processes parsing `.skeleton` files; None uses every core this process may run on.
+
+class NtuBuilder(_Builder, skip_registration=True):
+  """Shared by the three NTU builders; a subclass names its entry of `_NTU_VARIANTS`.
+
+  `class X(NtuBuilder, builder_name=...)` sets the TFDS name, the class subset, the NTU release,
+  its benchmarks as configs and the description. `num_workers` (a builder argument, not a
+  config: it does not change the data) is the number of processes parsing `.skeleton` files;
+  None uses every core this process may run on.
   """
 
   MANUAL_DOWNLOAD_INSTRUCTIONS = _NTU_INSTRUCTIONS
@@ -150,6 +169,15 @@ class NtuBuilder(_Builder, skip_registration=True):
   NUM_CLASSES: int
   NTU_DATASET: str  # 'ntu120' or 'ntu60', as `data_pipelines.ntu` names them
   DESCRIPTION: str
+
+  def __init_subclass__(cls, *, builder_name: str, **kwargs):
+    cls.name = builder_name  # before TFDS registers the class under it
+    cls.CLASSES, cls.NUM_CLASSES, cls.NTU_DATASET, title, cls.DESCRIPTION = (
+        _NTU_VARIANTS[builder_name])
+    cls.BUILDER_CONFIGS = [
+        tfds.core.BuilderConfig(name=b, description=f'{title}, {_BENCHMARK_NAMES[b]} benchmark')
+        for b in ntu.BENCHMARKS[cls.NTU_DATASET]]
+    super().__init_subclass__(**kwargs)
 
   def __init__(self, *, num_workers: Optional[int] = None, **kwargs):
     self._num_workers = default_num_workers() if num_workers is None else num_workers
@@ -181,41 +209,16 @@ class NtuBuilder(_Builder, skip_registration=True):
       yield _example(sample)
 
 
-def _ntu_configs(benchmarks, what):
-  described = {'xsub': 'cross-subject', 'xset': 'cross-setup', 'xview': 'cross-view'}
-  return [tfds.core.BuilderConfig(name=b, description=f'{what}, {described[b]} benchmark')
-          for b in benchmarks]
-
-
-class NtuMutual26(NtuBuilder):
+class NtuMutual26(NtuBuilder, builder_name='ntu_mutual26'):
   """NTU RGB+D 120 Mutual 26: the 26 two-person classes (A050-A060, A106-A120)."""
 
-  name = 'ntu_mutual26'
-  BUILDER_CONFIGS = _ntu_configs(ntu.BENCHMARKS['ntu120'], 'NTU Mutual 26')
-  CLASSES, NUM_CLASSES, NTU_DATASET = 'mutual26', 26, 'ntu120'
-  DESCRIPTION = ('NTU RGB+D 120 restricted to its 26 mutual actions (A050-A060 -> 0-10, '
-                 'A106-A120 -> 11-25), preprocessed as ISTA-Net does (denoised, two actors, '
-                 'origin at the first actor\'s spine mid). Sequences are not padded.')
 
-
-class Ntu120(NtuBuilder):
+class Ntu120(NtuBuilder, builder_name='ntu120'):
   """NTU RGB+D 120, all 120 classes."""
 
-  name = 'ntu120'
-  BUILDER_CONFIGS = _ntu_configs(ntu.BENCHMARKS['ntu120'], 'NTU RGB+D 120')
-  CLASSES, NUM_CLASSES, NTU_DATASET = 'all120', 120, 'ntu120'
-  DESCRIPTION = ('NTU RGB+D 120, all 120 actions (label = action - 1), preprocessed as ISTA-Net '
-                 'does. Sequences are not padded.')
 
-
-class NtuMutual11(NtuBuilder):
+class NtuMutual11(NtuBuilder, builder_name='ntu_mutual11'):
   """NTU RGB+D 60 Mutual 11: the 11 two-person classes (A050-A060) of setups 1-17."""
-
-  name = 'ntu_mutual11'
-  BUILDER_CONFIGS = _ntu_configs(ntu.BENCHMARKS['ntu60'], 'NTU Mutual 11')
-  CLASSES, NUM_CLASSES, NTU_DATASET = 'mutual11', 11, 'ntu60'
-  DESCRIPTION = ('NTU RGB+D 60 (setups 1-17) restricted to its 11 mutual actions (A050-A060 '
-                 '-> 0-10), preprocessed as ISTA-Net does. Sequences are not padded.')
 
 
 # ----------------------------------------------------------------------------- SBU

@@ -8,7 +8,6 @@ step-1 counter i, test samples are keyed by id.
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import os
 import re
@@ -21,19 +20,15 @@ from data_pipelines import assembly101
 from data_pipelines.assembly101 import iter_assembly101_samples
 from data_pipelines.common import DataError
 from data_pipelines.synthetic_assembly101 import write_assembly101_tree
+from reference_outputs import digest, load_expected, tree_digest
 
-DATA = os.path.join(os.path.dirname(__file__), 'data', 'assembly101')
 ANN = 'fine-grained-annotations'
 POSES = 'poses_60fps'
 
 
 @pytest.fixture(scope='module')
 def expected():
-  with open(os.path.join(DATA, 'expected.json')) as f:
-    exp = json.load(f)
-  with np.load(os.path.join(DATA, 'arrays.npz')) as z:
-    exp['arrays'] = dict(z)
-  return exp
+  return load_expected('assembly101', arrays='arrays.npz')
 
 
 @pytest.fixture(scope='module')
@@ -48,28 +43,12 @@ def _read(root, split, task='action', **kw):
     return list(iter_assembly101_samples(root, split, task, **kw))
 
 
-def _digest(skeleton):
-  return hashlib.sha256(np.ascontiguousarray(skeleton).tobytes()).hexdigest()
-
-
 def _valid_frames(skeleton):
   return int((skeleton.sum(axis=(1, 2, 3)) != 0).sum())
 
 
-def _tree_digest(root):
-  h = hashlib.sha256()
-  paths = []
-  for d, _, files in os.walk(root):
-    paths += [os.path.join(d, f) for f in files]
-  for path in sorted(paths):
-    h.update(os.path.relpath(path, root).encode())
-    with open(path, 'rb') as f:
-      h.update(f.read())
-  return h.hexdigest()
-
-
 def test_generator_is_deterministic(tree, expected):
-  assert _tree_digest(tree) == expected['tree_sha256'], (
+  assert tree_digest(tree) == expected['tree_sha256'], (
       'the synthetic tree changed: rerun tests/tools/make_assembly101_expected.py')
 
 
@@ -85,7 +64,7 @@ def test_labeled_split_matches_reference(tree, expected, split):
     assert s.raw_length == r['raw_length']
     assert s.length == min(r['raw_length'], 200)
     assert _valid_frames(s.skeleton) == r['valid_frame_num']
-    assert _digest(s.skeleton) == r['sha256'], f'{split} sample {i} ({s.sample_name})'
+    assert digest(s.skeleton) == r['sha256'], f'{split} sample {i} ({s.sample_name})'
     assert not s.pose_missing
     key = f'{split}_{i}'
     if key in expected['arrays']:
@@ -116,7 +95,8 @@ def test_test_split_matches_reference(tree, expected):
     assert s.raw_length == r['raw_length']
     assert s.pose_missing == r['pose_missing']
     assert _valid_frames(s.skeleton) == r['valid_frame_num']
-    assert _digest(s.skeleton) == r['sha256'], s.sample_name
+    assert s.skeleton.shape == (200, 21, 2, 3) and s.skeleton.dtype == np.float32
+    assert digest(s.skeleton) == r['sha256'], s.sample_name
     key = f'test_{s.id}'
     if key in expected['arrays']:
       np.testing.assert_array_equal(s.skeleton[:s.length], expected['arrays'][key])

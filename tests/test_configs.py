@@ -67,41 +67,32 @@ NTU26_YAML = dict(
     loss_args=dict(smoothing=0.1, temperature=1.0), batch_size=32, test_batch_size=32,
     num_epoch=110)
 
-# config/sbu/sbu_clean_joint.yaml
-SBU_CLEAN_YAML = dict(
-    seed=1, num_gpus=1,
-    train_feeder_args=dict(
-        split='train', fold=0, random_choose=False, random_shift=False, random_move=False,
-        window_size=40, normalization=False, random_rot=True, p_interval=[0.5, 1], vel=False,
-        bone=False, entity_rearrangement=True),
-    test_feeder_args=dict(split='test', fold=0, window_size=40, normalization=False,
-                          p_interval=[0.95], vel=False, bone=False),
-    model_args=dict(
-        window_size=[20, 5, 2], num_frames=40, num_joints=15, num_persons=2, num_channels=3,
-        num_classes=8, num_heads=3, kernel_size=[5, 5], use_pes=True, config=SBU_BLOCKS,
-        att_drop=0.1, dropout=0.1),
-    optimizer='AdamW', optimizer_betas=[0.9, 0.999], weight_decay=0.0004, base_lr=5e-4,
-    lr_decay_rate=0.25, step=[35, 60, 90, 120], warm_up_epoch=5,
-    loss='LabelSmoothingCrossEntropy', loss_args=dict(smoothing=0.12, temperature=1.0),
-    batch_size=32, test_batch_size=32, num_epoch=150)
 
-# config/sbu/sbu_noisy_joint.yaml
-SBU_NOISY_YAML = dict(
-    seed=1, num_gpus=1,
-    train_feeder_args=dict(
-        split='train', fold=0, random_choose=False, random_shift=False, random_move=False,
-        window_size=60, normalization=False, random_rot=True, p_interval=[0.5, 1], vel=False,
-        bone=False, entity_rearrangement=True),
-    test_feeder_args=dict(split='test', fold=0, window_size=60, normalization=False,
-                          p_interval=[0.95], vel=False, bone=False),
-    model_args=dict(
-        window_size=[15, 15, 1], num_frames=60, num_joints=15, num_persons=2, num_channels=3,
-        num_classes=8, num_heads=3, kernel_size=[5, 5], use_pes=True, config=SBU_BLOCKS,
-        att_drop=0.1, dropout=0.1),
-    optimizer='AdamW', optimizer_betas=[0.9, 0.999], weight_decay=0.0004, base_lr=5e-4,
-    lr_decay_rate=0.25, step=[35, 60, 90, 120], warm_up_epoch=5,
-    loss='LabelSmoothingCrossEntropy', loss_args=dict(smoothing=0.15, temperature=1.0),
-    batch_size=32, test_batch_size=32, num_epoch=150)
+def sbu_yaml(window_size, model_window_size, smoothing):
+  """config/sbu/sbu_{clean,noisy}_joint.yaml, which differ only in data paths and these values.
+
+  window_size is the feeders' (and the model's num_frames); model_window_size the model's.
+  """
+  return dict(
+      seed=1, num_gpus=1,
+      train_feeder_args=dict(
+          split='train', fold=0, random_choose=False, random_shift=False, random_move=False,
+          window_size=window_size, normalization=False, random_rot=True, p_interval=[0.5, 1],
+          vel=False, bone=False, entity_rearrangement=True),
+      test_feeder_args=dict(split='test', fold=0, window_size=window_size, normalization=False,
+                            p_interval=[0.95], vel=False, bone=False),
+      model_args=dict(
+          window_size=model_window_size, num_frames=window_size, num_joints=15, num_persons=2,
+          num_channels=3, num_classes=8, num_heads=3, kernel_size=[5, 5], use_pes=True,
+          config=SBU_BLOCKS, att_drop=0.1, dropout=0.1),
+      optimizer='AdamW', optimizer_betas=[0.9, 0.999], weight_decay=0.0004, base_lr=5e-4,
+      lr_decay_rate=0.25, step=[35, 60, 90, 120], warm_up_epoch=5,
+      loss='LabelSmoothingCrossEntropy', loss_args=dict(smoothing=smoothing, temperature=1.0),
+      batch_size=32, test_batch_size=32, num_epoch=150)
+
+
+SBU_CLEAN_YAML = sbu_yaml(40, [20, 5, 2], 0.12)
+SBU_NOISY_YAML = sbu_yaml(60, [15, 15, 1], 0.15)
 
 # config/h2o/h2o.yaml
 H2O_YAML = dict(

@@ -4,8 +4,6 @@ Expected outputs: tests/data/h2o/, written by tests/tools/make_h2o_expected.py.
 """
 
 import glob
-import hashlib
-import json
 import os
 
 import numpy as np
@@ -14,24 +12,9 @@ import pytest
 from data_pipelines import h2o
 from data_pipelines.common import DataError
 from data_pipelines.synthetic_sbu_h2o import write_h2o_tree
+from reference_outputs import digest, load_arrays, load_expected, tree_digest
 
-DATA = os.path.join(os.path.dirname(__file__), 'data', 'h2o')
-with open(os.path.join(DATA, 'expected.json')) as _f:
-  EXPECTED = json.load(_f)
-
-
-def digest(skeleton):
-  return hashlib.sha256(np.ascontiguousarray(skeleton, dtype=np.float32).tobytes()).hexdigest()
-
-
-def tree_digest(root):
-  h = hashlib.sha256()
-  for path in sorted(glob.glob(os.path.join(root, '**', '*'), recursive=True)):
-    if os.path.isfile(path):
-      h.update(os.path.relpath(path, root).replace(os.sep, '/').encode())
-      with open(path, 'rb') as f:
-        h.update(f.read())
-  return h.hexdigest()
+EXPECTED = load_expected('h2o')
 
 
 @pytest.fixture(scope='module')
@@ -68,10 +51,10 @@ def test_matches_reference(samples, split):
 
 
 def test_full_arrays_bit_exact(samples):
-  arrays = np.load(os.path.join(DATA, 'arrays.npz'))
-  assert len(arrays.files) == 3
+  arrays = load_arrays('h2o')
+  assert len(arrays) == 3
   by_name = {(split, s.sample_name): s for split, ss in samples.items() for s in ss}
-  for key in arrays.files:
+  for key in arrays:
     split, name = key.split('/', 1)
     np.testing.assert_array_equal(by_name[split, name].skeleton, arrays[key])
 

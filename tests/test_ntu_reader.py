@@ -5,8 +5,6 @@ get_raw_skes_data -> get_raw_denoised_data -> seq_transformation and its feeder,
 `write_ntu_tree()`); here the same tree is regenerated and read with our reader.
 """
 
-import hashlib
-import json
 import os
 import warnings
 
@@ -15,17 +13,12 @@ import pytest
 
 from data_pipelines import ntu, synthetic_ntu
 from data_pipelines.common import DataError
-
-DATA = os.path.join(os.path.dirname(__file__), 'data', 'ntu')
+from reference_outputs import load_expected, tree_digest
 
 
 @pytest.fixture(scope='module')
 def expected():
-  with open(os.path.join(DATA, 'expected.json')) as f:
-    meta = json.load(f)
-  with np.load(os.path.join(DATA, 'expected.npz')) as npz:
-    meta['arrays'] = {k: npz[k] for k in npz.files}
-  return meta
+  return load_expected('ntu', arrays='expected.npz')
 
 
 @pytest.fixture(scope='module')
@@ -112,14 +105,7 @@ def test_parallel_matches_serial(tree):
 
 
 def test_generator_is_deterministic(tmp_path, tree):
-  def digest(root):
-    h = hashlib.sha256()
-    for sub in sorted(os.listdir(root)):
-      for name in sorted(os.listdir(os.path.join(root, sub))):
-        with open(os.path.join(root, sub, name), 'rb') as f:
-          h.update(name.encode() + f.read())
-    return h.hexdigest()
-  assert digest(synthetic_ntu.write_ntu_tree(tmp_path)) == digest(tree)
+  assert tree_digest(synthetic_ntu.write_ntu_tree(tmp_path)) == tree_digest(tree)
 
 
 def test_parse_raw_bodies(tmp_path):

@@ -3,9 +3,6 @@
 Expected outputs: tests/data/sbu/, written by tests/tools/make_sbu_expected.py.
 """
 
-import glob
-import hashlib
-import json
 import os
 import shutil
 
@@ -15,24 +12,9 @@ import pytest
 from data_pipelines import sbu
 from data_pipelines.common import DataError
 from data_pipelines.synthetic_sbu_h2o import SBU_DEFAULT_PAIRS, write_sbu_tree
+from reference_outputs import digest, load_arrays, load_expected, tree_digest
 
-DATA = os.path.join(os.path.dirname(__file__), 'data', 'sbu')
-with open(os.path.join(DATA, 'expected.json')) as _f:
-  EXPECTED = json.load(_f)
-
-
-def digest(skeleton):
-  return hashlib.sha256(np.ascontiguousarray(skeleton, dtype=np.float32).tobytes()).hexdigest()
-
-
-def tree_digest(root):
-  h = hashlib.sha256()
-  for path in sorted(glob.glob(os.path.join(root, '**', '*'), recursive=True)):
-    if os.path.isfile(path):
-      h.update(os.path.relpath(path, root).replace(os.sep, '/').encode())
-      with open(path, 'rb') as f:
-        h.update(f.read())
-  return h.hexdigest()
+EXPECTED = load_expected('sbu')
 
 
 @pytest.fixture(scope='module')
@@ -68,9 +50,9 @@ def test_matches_reference(tree, version, fold, split):
 
 
 def test_full_arrays_bit_exact(tree):
-  arrays = np.load(os.path.join(DATA, 'arrays.npz'))
-  assert len(arrays.files) == 6
-  for key in arrays.files:
+  arrays = load_arrays('sbu')
+  assert len(arrays) == 6
+  for key in arrays:
     version, name = key.split('/', 1)
     path = os.path.join(tree, version, name, 'skeleton_pos.txt')
     skeleton, length = sbu.load_sequence(path)

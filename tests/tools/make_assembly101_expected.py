@@ -23,62 +23,23 @@ imports) and torch (the feeder's).
 
 from __future__ import annotations
 
-import argparse
-import glob
-import hashlib
-import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
-import types
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO)
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.dirname(TESTS), TESTS]  # the repository, and tests/ for reference_outputs
 
 from data_pipelines.synthetic_assembly101 import write_assembly101_tree  # noqa: E402
+from reference_outputs import (  # noqa: E402
+    digest, import_reference, run_python, save_expected, tool_args, tree_digest)
 
 TREE_KWARGS = {'num_per_class': 2, 'seed': 0}
 LABELED_NAME = re.compile(r'^(tr|va)(\d+)_a(\d+)_v(\d+)_n(\d+)_len(\d+)_(.*)\.pkl$')
 TEST_NAME = re.compile(r'^te(\d+)_len(\d+)\.pkl$')
-
-
-def digest(skeleton: np.ndarray) -> str:
-  """sha256 of a float32 (T, 21, 2, 3) array's C-order bytes (the tests compute the same)."""
-  return hashlib.sha256(np.ascontiguousarray(skeleton, dtype=np.float32).tobytes()).hexdigest()
-
-
-def tree_digest(root: str) -> str:
-  """sha256 over every file of the synthetic tree, so the tests notice a changed generator."""
-  h = hashlib.sha256()
-  for path in sorted(glob.glob(os.path.join(root, '**', '*'), recursive=True)):
-    if os.path.isfile(path):
-      h.update(os.path.relpath(path, root).encode())
-      with open(path, 'rb') as f:
-        h.update(f.read())
-  return h.hexdigest()
-
-
-def run(script, *args, cwd):
-  subprocess.run([sys.executable, script, *args], cwd=cwd, check=True, stdout=subprocess.DEVNULL,
-                 stderr=subprocess.DEVNULL)
-
-
-def load_feeder_module(reference_dir):
-  if 'matplotlib' not in sys.modules:
-    try:
-      import matplotlib  # noqa: F401  pylint: disable=unused-import
-    except ImportError:
-      mpl = types.ModuleType('matplotlib')
-      mpl.pyplot = types.ModuleType('matplotlib.pyplot')
-      sys.modules['matplotlib'] = mpl
-      sys.modules['matplotlib.pyplot'] = mpl.pyplot
-  sys.path.insert(0, reference_dir)
-  from feeders import feeder_asb, tools
-  return feeder_asb, tools
 
 
 def feeder_items(feeder, tools):
@@ -100,13 +61,9 @@ def feeder_items(feeder, tools):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--reference_dir', required=True)
-  parser.add_argument('--out', required=True)
-  args = parser.parse_args()
+  args = tool_args(__doc__)
   ref = os.path.abspath(args.reference_dir)
   asb = os.path.join(ref, 'data', 'asb')
-  os.makedirs(args.out, exist_ok=True)
 
   with tempfile.TemporaryDirectory() as tmp:
     root = write_assembly101_tree(os.path.join(tmp, 'download'), **TREE_KWARGS)
@@ -114,15 +71,15 @@ def main():
     step1 = ['--rootdir', os.path.join(root, 'poses_60fps') + '/',
              '--csvdir', os.path.join(root, 'fine-grained-annotations') + '/',
              '--savedir', raw + '/']
-    run(os.path.join(asb, 'Preprocess', '1_generate_pose_data.py'), *step1, cwd=tmp)
-    run(os.path.join(asb, 'PreprocessTest', '1_generate_pose_data.py'), *step1, cwd=tmp)
+    run_python(os.path.join(asb, 'Preprocess', '1_generate_pose_data.py'), *step1, cwd=tmp)
+    run_python(os.path.join(asb, 'PreprocessTest', '1_generate_pose_data.py'), *step1, cwd=tmp)
     for task in ('action', 'verb', 'noun'):
-      run(os.path.join(asb, 'Preprocess', '2_get_final_dataset.py'), '--data_path', raw,
-          '--type', task, cwd=tmp)
-    run(os.path.join(asb, 'PreprocessTest', '2_get_final_dataset.py'), '--data_path', raw,
-        '--type', 'action', cwd=tmp)
+      run_python(os.path.join(asb, 'Preprocess', '2_get_final_dataset.py'), '--data_path', raw,
+                 '--type', task, cwd=tmp)
+    run_python(os.path.join(asb, 'PreprocessTest', '2_get_final_dataset.py'), '--data_path',
+               raw, '--type', 'action', cwd=tmp)
 
-    feeder_asb, tools = load_feeder_module(ref)
+    feeder_asb, tools = import_reference(ref, 'feeder_asb', 'tools')
     out_dirs = {'action': 'share_contex25_thresh0', 'verb': 'share_contex25_thresh0_verb',
                 'noun': 'share_contex25_thresh0_noun'}
     expected = {'tree': TREE_KWARGS, 'tree_sha256': tree_digest(root), 'splits': {}}
@@ -178,10 +135,7 @@ def main():
       del r['_skeleton']
     expected['splits'][split] = records
 
-  with open(os.path.join(args.out, 'expected.json'), 'w') as f:
-    json.dump(expected, f, indent=1)
-    f.write('\n')
-  np.savez_compressed(os.path.join(args.out, 'arrays.npz'), **arrays)
+  save_expected(args.out, expected, arrays, final_newline=True)
   print({split: len(r) for split, r in expected['splits'].items()}, sorted(arrays))
 
 

@@ -23,15 +23,15 @@ Patching needed to run the reference at all (its logic is untouched):
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import sys
 import tempfile
-import types
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
+from reference_outputs import import_reference, save_expected, tool_args  # noqa: E402
 
 NTU_WINDOW = 20
 NTU_REALS = (90, 70, 50)
@@ -149,20 +149,6 @@ class _Draws:
       self.torch.randperm, self.tools._rot = orig_randperm, orig_rot
 
 
-def _import_reference(reference_dir):
-  try:
-    import matplotlib  # noqa: F401  pylint: disable=unused-import,import-outside-toplevel
-  except ImportError:
-    stub = types.ModuleType('matplotlib')
-    stub.pyplot = types.ModuleType('matplotlib.pyplot')
-    sys.modules['matplotlib'] = stub
-    sys.modules['matplotlib.pyplot'] = stub.pyplot
-  sys.path.insert(0, os.path.abspath(reference_dir))
-  import torch  # pylint: disable=import-outside-toplevel
-  from feeders import feeder_ntu, tools  # pylint: disable=import-outside-toplevel
-  return torch, tools, feeder_ntu
-
-
 def crop_inputs():
   """{case name: (T, V, M, 3) input} for CROP_CASES, deterministic."""
   return {case[0]: _sequence(np.random.default_rng([0, i]), **case[1])
@@ -268,21 +254,16 @@ def _ntu_cases(torch, tools, feeder_ntu, draws, arrays, meta, workdir):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--reference_dir', required=True)
-  parser.add_argument('--out', required=True)
-  args = parser.parse_args(argv)
-  torch, tools, feeder_ntu = _import_reference(args.reference_dir)
+  args = tool_args(__doc__, argv)
+  import torch  # pylint: disable=import-outside-toplevel
+  feeder_ntu, tools = import_reference(args.reference_dir, 'feeder_ntu', 'tools')
   draws = _Draws(torch, tools)
   arrays, meta = {}, {'crop': {}, 'ntu_window': NTU_WINDOW}
   _crop_cases(tools, draws, arrays, meta)
   _rotation_cases(torch, tools, arrays, meta)
   with tempfile.TemporaryDirectory() as workdir:
     _ntu_cases(torch, tools, feeder_ntu, draws, arrays, meta, workdir)
-  os.makedirs(args.out, exist_ok=True)
-  np.savez_compressed(os.path.join(args.out, 'expected.npz'), **arrays)
-  with open(os.path.join(args.out, 'expected.json'), 'w') as f:
-    json.dump(meta, f, indent=1)
+  save_expected(args.out, meta, arrays, arrays_name='expected.npz')
   print(f'wrote {len(arrays)} arrays to {args.out}')
 
 

@@ -17,22 +17,19 @@ arrays for readable diffs. Needs pandas and tqdm (the reference's imports) and t
 
 from __future__ import annotations
 
-import argparse
-import glob
-import hashlib
 import importlib.util
-import json
 import os
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO)
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.dirname(TESTS), TESTS]  # the repository, and tests/ for reference_outputs
 
 from data_pipelines.synthetic_sbu_h2o import write_h2o_tree  # noqa: E402
+from reference_outputs import (  # noqa: E402
+    digest, run_python, save_expected, tool_args, tree_digest)
 
 TREE_KWARGS = {'num_per_class': 2, 'num_eval_per_class': 1, 'seed': 0}
 # Reference split name -> ours.
@@ -40,27 +37,8 @@ SPLITS = {'train': 'train', 'val': 'validation', 'test': 'test'}
 FULL_ARRAYS_PER_SPLIT = 1  # the first clip, longer than 120 frames
 
 
-def digest(skeleton: np.ndarray) -> str:
-  """sha256 of a float32 (T, 21, 3, 3) array's C-order bytes (the tests compute the same)."""
-  return hashlib.sha256(np.ascontiguousarray(skeleton, dtype=np.float32).tobytes()).hexdigest()
-
-
-def tree_digest(root: str) -> str:
-  """sha256 over every file of the synthetic tree, so the tests notice a changed generator."""
-  h = hashlib.sha256()
-  for path in sorted(glob.glob(os.path.join(root, '**', '*'), recursive=True)):
-    if os.path.isfile(path):
-      h.update(os.path.relpath(path, root).replace(os.sep, '/').encode())
-      with open(path, 'rb') as f:
-        h.update(f.read())
-  return h.hexdigest()
-
-
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--reference_dir', required=True)
-  parser.add_argument('--out', required=True)
-  args = parser.parse_args()
+  args = tool_args(__doc__)
   import torch
 
   script = os.path.join(os.path.abspath(args.reference_dir), 'data', 'h2o', 'generate_h2o.py')
@@ -76,8 +54,7 @@ def main():
     dest = os.path.join(tmp, 'pth')
     for split in SPLITS:
       os.makedirs(os.path.join(dest, split))
-    subprocess.run([sys.executable, script, '--root', root, '--dest', dest, '--frames', '120'],
-                   cwd=tmp, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_python(script, '--root', root, '--dest', dest, '--frames', '120', cwd=tmp)
     for split, ours in SPLITS.items():
       data = torch.load(os.path.join(dest, split, 'data.pth')).numpy()  # (N, C, T, V, M)
       assert data.dtype == np.float32, data.dtype
@@ -98,10 +75,7 @@ def main():
       expected['splits'][ours] = records
       print(split, len(records))
 
-  os.makedirs(args.out, exist_ok=True)
-  with open(os.path.join(args.out, 'expected.json'), 'w') as f:
-    json.dump(expected, f, indent=1, sort_keys=True)
-  np.savez_compressed(os.path.join(args.out, 'arrays.npz'), **arrays)
+  save_expected(args.out, expected, arrays, sort_keys=True)
 
 
 if __name__ == '__main__':

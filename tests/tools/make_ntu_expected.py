@@ -19,37 +19,37 @@ the feeder's names/labels per benchmark and split.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import runpy
 import shutil
-import subprocess
 import sys
 import tempfile
-import types
 
 import numpy as np
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..')))
+TOOLS = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(os.path.dirname(TOOLS)), os.path.dirname(TOOLS)]  # repo, tests/
 from data_pipelines import synthetic_ntu  # noqa: E402
+from reference_outputs import (  # noqa: E402
+    import_reference, run_python, save_expected, stub_modules, tool_args)
 
 _SCRIPTS = ('get_raw_skes_data.py', 'get_raw_denoised_data.py', 'seq_transformation.py')
-_BOOTSTRAP = '''
-import runpy, sys, types
-import numpy as np
-np.int = int
-np.string_ = np.bytes_
-for name in ('h5py', 'sklearn', 'sklearn.model_selection'):
-  sys.modules[name] = types.ModuleType(name)
-sys.modules['sklearn.model_selection'].train_test_split = None
+# Runs one data/ntu120 script under `reference_environment()`, as __main__.
+_BOOTSTRAP = f'''
+import runpy, sys
+sys.path.insert(0, {TOOLS!r})
+import make_ntu_expected
+make_ntu_expected.reference_environment()
 runpy.run_path(sys.argv[1], run_name='__main__')
 '''
 
 
-def _stub_modules(names):
-  for name in names:
-    sys.modules.setdefault(name, types.ModuleType(name))
+def reference_environment():
+  """What the NTU scripts need on numpy 2, without their unused h5py/sklearn imports."""
+  np.int = int
+  np.string_ = np.bytes_
+  stub_modules('h5py', 'sklearn', 'sklearn.model_selection')
+  sys.modules['sklearn.model_selection'].train_test_split = None
 
 
 def _to_ours(rows: np.ndarray) -> np.ndarray:
@@ -58,13 +58,9 @@ def _to_ours(rows: np.ndarray) -> np.ndarray:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--reference_dir', required=True)
-  parser.add_argument('--out', required=True)
-  args = parser.parse_args()
+  args = tool_args(__doc__)
   ref = os.path.abspath(args.reference_dir)
   out = os.path.abspath(args.out)
-  os.makedirs(out, exist_ok=True)
 
   with tempfile.TemporaryDirectory() as tmp:
     synthetic_ntu.write_ntu_tree(os.path.join(tmp, 'nturgbd_raw'))
@@ -84,17 +80,14 @@ def main():
         f.write('\n'.join(str(int(n[lo:hi])) for n in names) + '\n')
 
     for script in _SCRIPTS:
-      subprocess.run([sys.executable, '-c', _BOOTSTRAP, script], cwd=work, check=True,
-                     stdout=subprocess.DEVNULL)
+      run_python('-c', _BOOTSTRAP, script, cwd=work)
 
     lengths = np.loadtxt(os.path.join(work, 'denoised_data', 'frames_cnt.txt'), dtype=np.int64)
     setup = np.array([int(n[1:4]) for n in names])
     performer = np.array([int(n[9:12]) for n in names])
     label = np.array([int(n[17:20]) for n in names]) - 1
 
-    np.int = int  # the reference's get_indices uses the removed alias
-    _stub_modules(('h5py', 'sklearn', 'sklearn.model_selection'))
-    sys.modules['sklearn.model_selection'].train_test_split = None
+    reference_environment()  # for the reference's get_indices
     cwd = os.getcwd()
     os.chdir(work)
     try:
@@ -103,10 +96,7 @@ def main():
       os.chdir(cwd)
 
     arrays, splits, feeder_out, max_frames = {}, {}, {}, None
-    _stub_modules(('matplotlib', 'matplotlib.pyplot'))
-    sys.modules['matplotlib'].pyplot = sys.modules['matplotlib.pyplot']
-    sys.path.insert(0, ref)
-    from feeders.feeder_ntu import Feeder  # noqa: E402  (the reference's feeder)
+    (feeder_ntu,) = import_reference(ref, 'feeder_ntu')
     for evaluation, benchmark in (('XSub', 'xsub'), ('XSet', 'xset')):
       path = os.path.join(work, f'NTU120_{evaluation}.npz')
       npz = np.load(path)
@@ -127,7 +117,7 @@ def main():
           if names[i] in arrays:
             np.testing.assert_array_equal(arrays[names[i]], sample)
           arrays[names[i]] = np.ascontiguousarray(sample, dtype=np.float32)
-        feeder = Feeder(data_path=path, split=split, use_mmap=False)
+        feeder = feeder_ntu.Feeder(data_path=path, split=split, use_mmap=False)
         # The feeder drops rows; its kept rows are the mutual ones of this split, in order.
         kept = [n for n in split_names if 49 <= int(n[17:20]) - 1 <= 59 or
                 int(n[17:20]) - 1 >= 105]
@@ -139,12 +129,10 @@ def main():
                                         'labels': [int(v) for v in feeder.label]}
 
   assert sorted(arrays) == names
-  np.savez_compressed(os.path.join(out, 'expected.npz'), **arrays)
-  with open(os.path.join(out, 'expected.json'), 'w') as f:
-    json.dump({'names': names, 'skipped': skipped,
-               'lengths': {n: int(v) for n, v in zip(names, lengths)},
-               'padded_frames': int(max_frames), 'splits': splits,
-               'feeder_mutual26': feeder_out}, f, indent=1)
+  save_expected(out, {'names': names, 'skipped': skipped,
+                      'lengths': {n: int(v) for n, v in zip(names, lengths)},
+                      'padded_frames': int(max_frames), 'splits': splits,
+                      'feeder_mutual26': feeder_out}, arrays, arrays_name='expected.npz')
   print(f'wrote {len(names)} samples to {out}')
 
 

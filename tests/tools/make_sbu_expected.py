@@ -19,21 +19,18 @@ tqdm (the reference's imports) and torch.
 
 from __future__ import annotations
 
-import argparse
-import glob
-import hashlib
-import json
 import os
 import sys
 import tempfile
-import types
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, REPO)
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.dirname(TESTS), TESTS]  # the repository, and tests/ for reference_outputs
 
 from data_pipelines.synthetic_sbu_h2o import write_sbu_tree  # noqa: E402
+from reference_outputs import (  # noqa: E402
+    digest, import_reference, save_expected, tool_args, tree_digest)
 
 TREE_KWARGS = {'num_per_class': 2, 'seed': 0}
 VERSIONS = ('Clean', 'Noisy')
@@ -41,41 +38,9 @@ VERSIONS = ('Clean', 'Noisy')
 FULL_ARRAYS = ('s01s02/01/001', 's01s02/02/001', 's02s03/03/001')
 
 
-def digest(skeleton: np.ndarray) -> str:
-  """sha256 of a float32 (T, 15, 2, 3) array's C-order bytes (the tests compute the same)."""
-  return hashlib.sha256(np.ascontiguousarray(skeleton, dtype=np.float32).tobytes()).hexdigest()
-
-
-def tree_digest(root: str) -> str:
-  """sha256 over every file of the synthetic tree, so the tests notice a changed generator."""
-  h = hashlib.sha256()
-  for path in sorted(glob.glob(os.path.join(root, '**', '*'), recursive=True)):
-    if os.path.isfile(path):
-      h.update(os.path.relpath(path, root).replace(os.sep, '/').encode())
-      with open(path, 'rb') as f:
-        h.update(f.read())
-  return h.hexdigest()
-
-
-def load_feeder_module(reference_dir):
-  try:
-    import matplotlib  # noqa: F401
-  except ImportError:
-    mpl = types.ModuleType('matplotlib')
-    mpl.pyplot = types.ModuleType('matplotlib.pyplot')
-    sys.modules['matplotlib'] = mpl
-    sys.modules['matplotlib.pyplot'] = mpl.pyplot
-  sys.path.insert(0, reference_dir)
-  from feeders import feeder_sbu
-  return feeder_sbu
-
-
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--reference_dir', required=True)
-  parser.add_argument('--out', required=True)
-  args = parser.parse_args()
-  feeder_sbu = load_feeder_module(os.path.abspath(args.reference_dir))
+  args = tool_args(__doc__)
+  (feeder_sbu,) = import_reference(args.reference_dir, 'feeder_sbu')
 
   recorded = []
   original_read = feeder_sbu.Feeder.read_tensor
@@ -113,10 +78,7 @@ def main():
       expected['versions'][version] = {'splits': splits, 'digests': digests}
       print(version, {k: len(v['names']) for k, v in splits.items()})
 
-  os.makedirs(args.out, exist_ok=True)
-  with open(os.path.join(args.out, 'expected.json'), 'w') as f:
-    json.dump(expected, f, indent=1, sort_keys=True)
-  np.savez_compressed(os.path.join(args.out, 'arrays.npz'), **arrays)
+  save_expected(args.out, expected, arrays, sort_keys=True)
 
 
 if __name__ == '__main__':
