@@ -231,6 +231,10 @@ result = train.train_and_evaluate(tiny_config(sys.argv[3], num_epoch=1), sys.arg
 if jax.process_index() == 0:
   leaves = jax.tree_util.tree_leaves(jax.device_get(result['state']['params']))
   np.savez(os.path.join(sys.argv[4], 'params.npz'), *leaves)
+# Leave together: a process that reaches the shutdown barrier long before the other fails it.
+from jax.experimental import multihost_utils
+multihost_utils.sync_global_devices('test done')
+jax.distributed.shutdown()
 '''
 
 
