@@ -42,19 +42,11 @@ def data_dir(tmp_path_factory):
 def tiny_config(data_dir, **overrides) -> ml_collections.ConfigDict:
   config = demo.get_config()
   config.unlock()
-  config.manual_dir = None
-  config.synthetic_raw = ''
-  config.data_dir = data_dir
   config.model.config = ((8, 8, 4), (8, 16, 4))
-  config.batch_size = 8
-  config.test_batch_size = 12
-  config.num_epoch = 3
-  config.base_lr = 0.01
-  config.warm_up_epoch = 1
-  config.step = (2,)
-  config.eval_interval = 1
-  for key, value in overrides.items():
-    config[key] = value
+  # Prepared data (no synthetic writing); the last eval batch of 12 is partial.
+  config.update(dict(manual_dir=None, synthetic_raw='', data_dir=data_dir, batch_size=8,
+                     test_batch_size=12, num_epoch=3, base_lr=0.01, warm_up_epoch=1, step=(2,),
+                     eval_interval=1), **overrides)
   return config
 
 
