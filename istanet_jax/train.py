@@ -213,11 +213,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     start = time.perf_counter()
     bar = _progress(steps_per_epoch * config.batch_size, f'epoch {epoch + 1}/{config.num_epoch}',
                     progress)
-    for _ in range(steps_per_epoch):
-      batch = to_global(_host_batch(next(train_iter), label_key), data_sharding)
-      state, metrics = train_step(state, batch, base_key)
-      totals = steps.accumulate(totals, metrics)
-      bar.update(config.batch_size)
+    # No device-to-host transfer inside an epoch: metrics stay on device until it ends (the
+    # guard bites on accelerators; CPU arrays already live in host memory).
+    with jax.transfer_guard_device_to_host('disallow_explicit'):
+      for _ in range(steps_per_epoch):
+        batch = to_global(_host_batch(next(train_iter), label_key), data_sharding)
+        state, metrics = train_step(state, batch, base_key)
+        totals = steps.accumulate(totals, metrics)
+        bar.update(config.batch_size)
     bar.close()
     totals = jax.device_get(totals)  # one pull per epoch
     step = epoch * steps_per_epoch + steps_per_epoch
