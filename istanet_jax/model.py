@@ -7,8 +7,11 @@ channels-last. Notation as in the paper and the reference:
   N batch, C channels, T frames, J joints (V in feeders), E entities (M in feeders),
   window (Tw, Jw, Ew), U tokens = ceil(T/Tw) * ceil(J/Jw) * ceil(E/Ew), JE = Jw * Ew.
 
-Inside the model activations are (N, Tw, JE, U, C); the reference's (N, C, Tw, JE, U) only
-appears at the checkpoint boundary (`torch_compat`). Variable paths joined with '.' are the
+Inside the model activations are token-major, (N, U, Tw, JE, C): both attention products are
+then plain batched matmuls (see `TSABlock`). The reference's (N, C, Tw, JE, U) only appears at
+the checkpoint boundary (`torch_compat`). Every convolution is a matmul or a 1-D convolution
+with a hand-made backward, and BatchNorm's backward is written out (XLA:CPU's automatic ones
+spend most of a train step in layout transposes and memory traffic). Variable paths joined with '.' are the
 reference's state-dict keys (`blocks.3.proj.0.weight`); leaves keep PyTorch's names
 (`weight`, `running_var`, ...) with channels-last layouts:
 
@@ -23,6 +26,7 @@ checkpoints, carried so that a loaded model uses the stored values bit for bit).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Optional, Sequence
 
@@ -88,49 +92,154 @@ def leaky_relu(x):
   return jax.nn.leaky_relu(x, LEAKY_SLOPE)
 
 
-class Conv3d(nn.Module):
-  """nn.Conv3d(in, out, kernel, padding=(k-1)//2) on (N, Tw, JE, U, C) with kernel (kt, kj, ku).
+def _matmul(x, w, precision):
+  """x (..., I) @ w (I, O) as one 2-D matmul.
 
-  The reference only uses 1x1x1, (1,1,ku) over tokens and (kt,1,1) over the window's frames;
-  each runs as the cheapest op of its kind (a matmul, a 1-D conv over U, a 2-D NHWC conv over
-  Tw), anything else as a general 3-D conv.
+  Flattened so that the weight gradient is one (M, I)^T (M, O) matmul: on a multi-dimensional
+  dot_general, XLA:CPU lays the output gradient out transposed first, a slow copy.
+  """
+  y = jnp.dot(x.reshape(-1, x.shape[-1]), w, precision=precision)
+  return y.reshape(*x.shape[:-1], w.shape[-1])
+
+
+def _conv_impl(x, w, axis, precision):
+  """Zero-padded 'same' cross-correlation of x (N, A, B, C, I) along axis 1 or 2, w (k, I, O).
+
+  Runs as a 2-D NHWC convolution: XLA:CPU's forward convolutions are fast, its backward ones
+  are not (see `_conv_along`).
+  """
+  n, a, b, c, i = x.shape
+  x4 = x.reshape(n, a, b * c, i) if axis == 1 else x.reshape(n * a, b, c, i)
+  k = w.shape[0]
+  y = jax.lax.conv_general_dilated(
+      x4, w[:, None], window_strides=(1, 1), padding=[((k - 1) // 2,) * 2, (0, 0)],
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=precision)
+  return y.reshape(n, a, b, c, w.shape[-1])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_along(x, w, axis, precision):
+  """A 1-D convolution along axis 1 or 2 of a 5-D channels-last array, hand-made backward.
+
+  XLA:CPU differentiates a convolution into layout transposes and a slow weight-gradient
+  convolution. Here the k shifted copies of the output gradient, stacked along channels (dz),
+  give both gradients as one matmul each: the input's dz @ w^T, the weight's dz^T @ x.
+  """
+  return _conv_impl(x, w, axis, precision)
+
+
+def _conv_along_fwd(x, w, axis, precision):
+  return _conv_impl(x, w, axis, precision), (x, w)
+
+
+def _conv_along_bwd(axis, precision, residuals, dy):
+  x, w = residuals
+  k, i, o = w.shape
+  # dz[..., q, ..., j, :] = dy[..., q - j + (k - 1) // 2, ..., :], zero outside: y = sum_j of
+  # x @ w[j] shifted by j, so both gradients are single matmuls with dz.
+  length = x.shape[axis]
+  pads = [(0, 0)] * 5
+  pads[axis] = ((k - 1) // 2,) * 2
+  dyp = jnp.pad(dy, pads)
+  dz = jnp.concatenate([jax.lax.slice_in_dim(dyp, k - 1 - j, k - 1 - j + length, axis=axis)
+                        for j in range(k)], axis=-1).reshape(-1, k * o)
+  w_t = w.swapaxes(1, 2).reshape(k * o, i)
+  dx = jnp.dot(dz, w_t, precision=precision).reshape(x.shape)
+  # dz^T x, then the small transpose: XLA:CPU runs this orientation faster than x^T dz.
+  dw = jnp.dot(dz.T, x.reshape(-1, i), precision=precision).reshape(k, o, i).swapaxes(1, 2)
+  return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+_conv_along.defvjp(_conv_along_fwd, _conv_along_bwd)
+
+
+class Conv3d(nn.Module):
+  """nn.Conv3d(in, out, kernel, padding=(k-1)//2) on (N, U, Tw, JE, C) with kernel (kt, kj, ku).
+
+  x may also be a sequence of arrays, the input being their concatenation along channels (the
+  attention's heads). `splits` > 1 returns the output cut into that many equal channel groups,
+  each its own matmul (the attention's q and k per head), so no slice of the output is copied.
+
+  The reference only uses 1x1x1 (a matmul, `_matmul`), (1,1,ku) over tokens and (kt,1,1) over
+  the window's frames (`_conv_along`); anything else runs as a general 3-D conv.
   """
   features: int
   kernel_size: Sequence[int] = (1, 1, 1)
   dtype: Optional[Dtype] = None
   param_dtype: Dtype = jnp.float32
   precision: Any = None
+  splits: int = 1
 
   @nn.compact
   def __call__(self, x):
-    in_features = x.shape[-1]
+    xs = list(x) if isinstance(x, (list, tuple)) else [x]
+    in_features = sum(xi.shape[-1] for xi in xs)
     kt, kj, ku = self.kernel_size
     fan_in = in_features * kt * kj * ku
     weight = self.param('weight', torch_uniform_init(fan_in),
                         (kt, kj, ku, in_features, self.features), self.param_dtype)
     bias = self.param('bias', torch_uniform_init(fan_in), (self.features,), self.param_dtype)
-    dtype = self.dtype or jnp.result_type(x, weight)
-    x, weight, bias = x.astype(dtype), weight.astype(dtype), bias.astype(dtype)
-    n, tw, je, u, _ = x.shape
+    dtype = self.dtype or jnp.result_type(*xs, weight)
+    xs = [xi.astype(dtype) for xi in xs]
+    weight, bias = weight.astype(dtype), bias.astype(dtype)
     if (kt, kj, ku) == (1, 1, 1):
-      y = jnp.einsum('...i,io->...o', x, weight[0, 0, 0], precision=self.precision)
-    elif (kt, kj) == (1, 1):
-      y = jax.lax.conv_general_dilated(
-          x.reshape(n * tw * je, u, in_features), weight[0, 0], window_strides=(1,),
-          padding=[((ku - 1) // 2,) * 2], dimension_numbers=('NWC', 'WIO', 'NWC'),
-          precision=self.precision)
-      y = y.reshape(n, tw, je, u, self.features)
-    elif (kj, ku) == (1, 1):
-      y = jax.lax.conv_general_dilated(
-          x.reshape(n, tw, je * u, in_features), weight[:, 0], window_strides=(1, 1),
-          padding=[((kt - 1) // 2,) * 2, (0, 0)], dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-          precision=self.precision)
-      y = y.reshape(n, tw, je, u, self.features)
+      cols, w = (xs[0] if len(xs) == 1 else jnp.concatenate(xs, -1)), weight[0, 0, 0]
+    elif kj == 1 and min(kt, ku) == 1:
+      xc = xs[0] if len(xs) == 1 else jnp.concatenate(xs, -1)
+      y = _conv_along(xc, weight.reshape(max(kt, ku), in_features, self.features),
+                      2 if kt > 1 else 1, self.precision) + bias
+      return jnp.split(y, self.splits, axis=-1) if self.splits > 1 else y
     else:
+      xc = xs[0] if len(xs) == 1 else jnp.concatenate(xs, -1)
       y = jax.lax.conv_general_dilated(
-          x, weight, window_strides=(1, 1, 1), padding=[((k - 1) // 2,) * 2 for k in (kt, kj, ku)],
+          xc, weight.transpose(2, 0, 1, 3, 4), window_strides=(1, 1, 1),
+          padding=[((k - 1) // 2,) * 2 for k in (ku, kt, kj)],
           dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'), precision=self.precision)
-    return y + bias
+      y = y + bias
+      return jnp.split(y, self.splits, axis=-1) if self.splits > 1 else y
+    if self.splits == 1:
+      return _matmul(cols, w, self.precision) + bias
+    width = self.features // self.splits
+    return [_matmul(cols, w[:, i * width:(i + 1) * width], self.precision)
+            + bias[i * width:(i + 1) * width] for i in range(self.splits)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _batch_norm_train(xs, weight, bias, epsilon):
+  """Train-mode batch norm of xs (groups, ..., C) per group: (y, mean, var), stats keepdims.
+
+  mean and var are two passes (mean, then centred squares: no cancellation). The backward is
+  the textbook one, keeping only xs and the statistics for it, where autodiff keeps several
+  full-size intermediates (the train step's memory traffic is most of its time on CPU). mean
+  and var are taken as constants by the backward: they only feed the running statistics.
+  """
+  return _batch_norm_train_fwd(xs, weight, bias, epsilon)[0]
+
+
+def _batch_norm_train_fwd(xs, weight, bias, epsilon):
+  axes = tuple(range(1, xs.ndim - 1))
+  mean = xs.mean(axes, keepdims=True)
+  var = jnp.square(xs - mean).mean(axes, keepdims=True)
+  inv = jax.lax.rsqrt(var + epsilon)
+  y = (xs - mean) * (inv * weight) + bias
+  return (y, mean, var), (xs, mean, inv, weight)
+
+
+def _batch_norm_train_bwd(epsilon, residuals, cotangents):
+  del epsilon
+  xs, mean, inv, weight = residuals
+  dy = cotangents[0].astype(xs.dtype)
+  axes = tuple(range(1, xs.ndim - 1))
+  xhat = (xs - mean) * inv
+  all_but_channels = tuple(range(xs.ndim - 1))
+  dbias = dy.sum(all_but_channels)
+  dweight = (dy * xhat).sum(all_but_channels)
+  g = dy * weight
+  dx = inv * (g - g.mean(axes, keepdims=True) - xhat * (g * xhat).mean(axes, keepdims=True))
+  return dx, dweight, dbias
+
+
+_batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
 
 
 class BatchNorm(nn.Module):
@@ -170,10 +279,8 @@ class BatchNorm(nn.Module):
       if n % g:
         raise ValueError(f'batch of {n} is not a multiple of bn_group_size {g}')
       xs = x.astype(stats_dtype).reshape(n // g, g, *x.shape[1:])
-      axes = tuple(range(1, xs.ndim - 1))
-      mean = xs.mean(axes, keepdims=True)
-      # Two passes (mean, then centred squares): one fused XLA loop each, and no cancellation.
-      var = jnp.square(xs - mean).mean(axes, keepdims=True)
+      y, mean, var = _batch_norm_train(xs, weight.astype(stats_dtype), bias.astype(stats_dtype),
+                                       self.epsilon)
       count = xs.size // (xs.shape[0] * c)
       if not self.is_initializing():
         unbiased = var * (count / max(count - 1, 1))
@@ -184,8 +291,6 @@ class BatchNorm(nn.Module):
         running_var.value = ((1 - m) * running_var.value
                              + m * unbiased.mean(0).reshape(c).astype(running_var.value.dtype))
         num_batches_tracked.value = num_batches_tracked.value + 1
-      scale = jax.lax.rsqrt(var + self.epsilon) * weight.astype(stats_dtype)
-      y = (xs - mean) * scale + bias.astype(stats_dtype)
       return y.reshape(x.shape).astype(dtype)
     mean = running_mean.value.astype(stats_dtype)
     scale = jax.lax.rsqrt(running_var.value.astype(stats_dtype) + self.epsilon) * weight
@@ -222,7 +327,9 @@ class PositionalEncoding(nn.Module):
 class TSABlock(nn.Module):
   """Token self-attention over windows, then the token conv `proj`, FFN and temporal conv `TA`.
 
-  (N, Tw, JE, U, C_in) -> (N, Tw, JE, U, C_out).
+  (N, U, Tw, JE, C_in) -> (N, U, Tw, JE, C_out). Tokens lead so that both attention products
+  are plain batched matmuls, per head (U, Tw*JE*d) by its transpose, and for all heads at
+  once (H*U, U) by (U, Tw*JE*C), with no transpose of the activations either way.
   """
   in_channels: int
   out_channels: int
@@ -239,7 +346,7 @@ class TSABlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    n, tw, je, u, c = x.shape
+    n, u, tw, je, c = x.shape
     h, d = self.num_heads, self.qkv_dim
     k_t, k_u = self.kernel_size
     conv_bn = lambda features, kernel, name: ConvBN(
@@ -248,24 +355,31 @@ class TSABlock(nn.Module):
 
     xa = x
     if self.use_pes:
-      xa = x + PositionalEncoding(self.window_size, self.num_tokens, name='pes')(x).astype(x.dtype)
-    qk = Conv3d(2 * h * d, dtype=self.dtype, precision=self.precision, name='to_qkvs')(xa)
-    q, k = jnp.split(qk.reshape(n, tw, je, u, 2, h, d), 2, axis=4)
+      pe = PositionalEncoding(self.window_size, self.num_tokens, name='pes')(x)
+      xa = x + jnp.moveaxis(pe, 3, 1).astype(x.dtype)
+    # Output channels are (q/k, head, d) as the reference's view(N, 2, H, d, ...).
+    qk = Conv3d(2 * h * d, dtype=self.dtype, precision=self.precision, splits=2 * h,
+                name='to_qkvs')(xa)
     alpha = self.param('alpha', nn.initializers.ones, (1, h, 1, 1))
     m = self.param('M', nn.initializers.constant(1.0 / self.num_tokens), (1, h, u, u))
-    logits = jnp.einsum('ntvpshc,ntvqshc->nhpq', q, k, precision=self.precision)
+    logits = jnp.stack([
+        jnp.einsum('npk,nqk->npq', qk[i].reshape(n, u, -1), qk[h + i].reshape(n, u, -1),
+                   precision=self.precision) for i in range(h)], axis=1)
     atten = jnp.tanh(logits / (d * tw * je)) * alpha.astype(logits.dtype) + m.astype(logits.dtype)
-    atten = nn.Dropout(self.att_drop, deterministic=not train)(atten)
-    # Value mixing: every head mixes the (un-encoded) tokens; heads stack along channels, head
-    # major, as the reference's view(N, H*C, ...).
-    xa = jnp.einsum('ntvpc,nhpq->ntvqhc', x, atten.astype(x.dtype), precision=self.precision)
-    xa = xa.reshape(n, tw, je, u, h * c)
+    atten = nn.Dropout(self.att_drop, deterministic=not train)(atten).astype(x.dtype)
+    # Value mixing: every head mixes the (un-encoded) tokens, all heads in one (H*U, U) by
+    # (U, Tw*JE*C) matmul (larger products than one per head, forward and backward). Heads stack
+    # along channels, head major, as the reference's view(N, H*C, ...): `proj` concatenates.
+    mixed = jnp.einsum('nap,npk->nak', jnp.swapaxes(atten, 2, 3).reshape(n, h * u, u),
+                       x.reshape(n, u, tw * je * c), precision=self.precision)
+    mixed = mixed.reshape(n, h, u, tw, je, c)
+    heads = [mixed[:, i] for i in range(h)]
 
     if self.in_channels != self.out_channels:
       xres = conv_bn(self.out_channels, (1, 1, 1), 'residual')(x, train)
     else:
       xres = x
-    xa = leaky_relu(conv_bn(self.out_channels, (1, 1, k_u), 'proj')(xa, train) + xres)
+    xa = leaky_relu(conv_bn(self.out_channels, (1, 1, k_u), 'proj')(heads, train) + xres)
     xa = leaky_relu(conv_bn(self.out_channels, (1, 1, 1), 'FFN')(xa, train) + xres)
     if self.in_channels != self.out_channels:
       xres_ta = conv_bn(self.out_channels, (1, 1, 1), 'residual_TA')(xa, train)
@@ -326,7 +440,8 @@ class ISTANet(nn.Module):
           f'J, E, C = {expected}')
     if self.dtype is not None:
       x = x.astype(self.dtype)
-    x = window_partition(x, self.window_size)
+    # Token-major (N, U, Tw, JE, C) inside the network (see TSABlock).
+    x = jnp.moveaxis(window_partition(x, self.window_size), 3, 1)
     x = ConvBN(self.config[0][0], dtype=self.dtype, precision=self.precision,
                bn_group_size=self.bn_group_size, name='embed')(x, train)
     x = leaky_relu(x)

@@ -1,0 +1,173 @@
+r"""The official PyTorch ISTA-Net and the Flax one timed side by side on the same shapes and threads.
+
+  python -m benchmarks.compare_reference --reference_dir /tmp/ista_ref --model ntu26 \
+      --batch 16 --eval_batches 16,1 --out benchmarks/results/cpu_ntu26.json
+
+The reference side is `model/ISTANet.py` imported from a checkout of
+github.com/Necolizer/ISTA-Net, with the reference's per-batch training work: forward in train
+mode, `LabelSmoothingCrossEntropy`, backward, `torch.optim.SGD(momentum=0.9, nesterov=True,
+weight_decay=...)` step; eval is the forward under `torch.no_grad()` in eval mode. Torch and
+XLA use `--threads` threads each (default: the cores this process may run on). The two never
+run at once, but their timed steps alternate, so that both see the same background load on a
+shared machine. Ratios are ours over the reference's samples/s (>1: we are faster) and our
+latency over theirs (<1: we are faster). The process's peak RSS covers both frameworks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Optional
+
+from benchmarks import throughput
+
+
+def _reference_model(reference_dir: str, model_args: dict):
+  import torch  # pylint: disable=import-outside-toplevel
+  sys.path.insert(0, os.path.abspath(reference_dir))
+  try:
+    from model.ISTANet import Model  # pylint: disable=import-outside-toplevel
+    from utils.loss import LabelSmoothingCrossEntropy  # pylint: disable=import-outside-toplevel
+  finally:
+    sys.path.pop(0)
+  torch.manual_seed(0)
+  return Model(**model_args), LabelSmoothingCrossEntropy(smoothing=0.1, temperature=1.0)
+
+
+def _summary(kind, batch, first, times):
+  median = statistics.median(times)
+  return dict(kind=kind, batch=batch, first_call_s=first, median_step_s=median,
+              min_step_s=min(times), samples_per_s=batch / median, steps=len(times))
+
+
+def reference_callers(reference_dir: str, model_name: str, *, train_batch: Optional[int],
+                      eval_batches: list[int], threads: int, lr: float = 0.1,
+                      weight_decay: float = 4e-4) -> dict:
+  """{(kind, batch): call} for the reference; each call runs one step."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  torch.set_num_threads(threads)
+  args = dict(throughput._model_args(model_name))  # pylint: disable=protected-access
+  model, loss_fn = _reference_model(reference_dir, args)
+  rng = np.random.default_rng(0)
+  shape = lambda b: (b, args['num_channels'], args['num_frames'], args['num_joints'],
+                     args['num_persons'])
+  calls = {}
+  if train_batch:
+    x = torch.from_numpy(rng.normal(size=shape(train_batch)).astype(np.float32))
+    y = torch.from_numpy(rng.integers(0, args['num_classes'], train_batch))
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True,
+                          weight_decay=weight_decay)
+
+    def train_step():
+      model.train()
+      opt.zero_grad()
+      loss = loss_fn(model(x), y)
+      loss.backward()
+      opt.step()
+      return loss.item()
+    calls[('train', train_batch)] = train_step
+  for b in eval_batches:
+    xe = torch.from_numpy(rng.normal(size=shape(b)).astype(np.float32))
+
+    def eval_step(xe=xe):
+      model.eval()
+      with torch.no_grad():
+        return model(xe).numpy()
+    calls[('eval', b)] = eval_step
+  return calls
+
+
+def run_interleaved(reference_dir: str, model_name: str, *, train_batch: Optional[int],
+                    eval_batches: list[int], steps: int, warmup: int, threads: int) -> tuple:
+  """(ours, reference) reports; each timed step of one alternates with one of the other.
+
+  On a shared machine both then see the same background load, so the ratios hold even when
+  the absolute times do not.
+  """
+  import torch  # pylint: disable=import-outside-toplevel
+  ref_calls = reference_callers(reference_dir, model_name, train_batch=train_batch,
+                                eval_batches=eval_batches, threads=threads)
+  model = throughput.make_model(model_name, 'float32')
+  ours, ref = [], []
+  for (kind, batch), ref_call in ref_calls.items():
+    caller = throughput.train_caller if kind == 'train' else throughput.eval_caller
+    our_call, flops, compile_s = caller(model, batch)
+    firsts = []
+    for call in (our_call, ref_call):
+      start = time.perf_counter()
+      call()
+      firsts.append(time.perf_counter() - start)
+    for _ in range(warmup):
+      our_call()
+      ref_call()
+    our_times, ref_times = [], []
+    for _ in range(steps):
+      for call, times in ((our_call, our_times), (ref_call, ref_times)):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    ours.append(throughput._summary(  # pylint: disable=protected-access
+        kind, batch, firsts[0], our_times, flops, compile_s, None))
+    ref.append(_summary(kind, batch, firsts[1], ref_times))
+  ours_report = dict(framework='jax', model=model_name, dtype='float32', results=ours,
+                     memory=throughput._peak_memory(),  # pylint: disable=protected-access
+                     environment=throughput.environment())
+  ref_report = dict(framework='pytorch', torch=torch.__version__,
+                    threads=torch.get_num_threads(), model=model_name, results=ref)
+  return ours_report, ref_report
+
+
+def compare(ours: dict, ref: dict) -> list[dict]:
+  rows = []
+  for a in ours['results']:
+    for b in ref['results']:
+      if (a['kind'], a['batch']) == (b['kind'], b['batch']):
+        rows.append(dict(kind=a['kind'], batch=a['batch'],
+                         jax_samples_per_s=a['samples_per_s'],
+                         torch_samples_per_s=b['samples_per_s'],
+                         throughput_ratio=a['samples_per_s'] / b['samples_per_s'],
+                         jax_step_s=a['median_step_s'], torch_step_s=b['median_step_s'],
+                         latency_ratio=a['median_step_s'] / b['median_step_s'],
+                         jax_first_step_incl_compile_s=a['first_step_incl_compile_s'],
+                         torch_first_call_s=b['first_call_s']))
+  return rows
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--reference_dir', required=True,
+                      help='checkout of github.com/Necolizer/ISTA-Net (holds model/ISTANet.py)')
+  parser.add_argument('--model', default='small', choices=sorted(throughput.MODEL_ARGS))
+  parser.add_argument('--batch', type=int, default=16, help='train batch; 0 skips training')
+  parser.add_argument('--eval_batches', default='16,1')
+  parser.add_argument('--steps', type=int, default=5)
+  parser.add_argument('--warmup', type=int, default=1)
+  parser.add_argument('--threads', type=int, default=len(os.sched_getaffinity(0)))
+  parser.add_argument('--out', default=None)
+  args = parser.parse_args(argv)
+  if not os.path.isfile(os.path.join(args.reference_dir, 'model', 'ISTANet.py')):
+    raise SystemExit(f'--reference_dir {args.reference_dir}: no model/ISTANet.py there')
+  # XLA:CPU sizes its thread pool from the affinity mask; pin both frameworks to `threads`.
+  if args.threads < len(os.sched_getaffinity(0)):
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.threads])
+  eval_batches = [int(b) for b in args.eval_batches.split(',') if b]
+  ours, ref = run_interleaved(args.reference_dir, args.model, train_batch=args.batch,
+                              eval_batches=eval_batches, steps=args.steps, warmup=args.warmup,
+                              threads=args.threads)
+  report = dict(model=args.model, threads=args.threads, comparison=compare(ours, ref),
+                jax=ours, reference=ref)
+  text = json.dumps(report, indent=2)
+  print(text)
+  if args.out:
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, 'w') as f:
+      f.write(text + '\n')
+
+
+if __name__ == '__main__':
+  main()

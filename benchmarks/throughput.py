@@ -1,0 +1,241 @@
+r"""Train-step and eval throughput of the Flax ISTA-Net on whatever devices JAX sees.
+
+  python -m benchmarks.throughput --model ntu26 --batch 16 --eval_batches 16,1 \
+      --dtype float32 --steps 3 --warmup 1 --out /tmp/ntu26_jax.json
+
+The train step is what the reference's training loop does per batch, without data loading or
+augmentation: forward in train mode (BatchNorm on batch statistics, running statistics
+updated), label-smoothing loss, backward, SGD with Nesterov momentum and weight decay. The
+eval step is the forward in eval mode. Inputs are random (N, T, V, M, C) arrays, made once.
+
+Reported per measurement: median step time over `--steps` calls after `--warmup` calls,
+samples/s, the time to trace and compile (`compile_s`, ahead of time), the first call after it
+(`first_call_s`) and their sum (`first_step_incl_compile_s`: a fresh process's first step),
+XLA's FLOP count per sample (`cost_analysis()`), MFU against `--peak_tflops` when given, and
+peak memory (the device's `peak_bytes_in_use`, or the process's peak RSS on CPU where devices
+report none). Runs on the default device; no multi-device sharding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# The model_args of configs/<name>.py (the reference's YAMLs), copied for machines without
+# ml_collections; where it is installed the configs themselves are used.
+_BIG = [[64, 64, 16], [64, 64, 16], [64, 128, 32], [128, 128, 32], [128, 256, 64],
+        [256, 256, 64], [256, 256, 64], [256, 256, 64]]
+MODEL_ARGS = {
+    'ntu26': dict(window_size=[20, 1, 2], num_frames=120, num_joints=25, num_persons=2,
+                  num_channels=3, num_classes=26, num_heads=3, kernel_size=[3, 5], use_pes=True,
+                  config=_BIG, att_drop=0.0, dropout=0.0),
+    'sbu': dict(window_size=[20, 5, 2], num_frames=40, num_joints=15, num_persons=2,
+                num_channels=3, num_classes=8, num_heads=3, kernel_size=[5, 5], use_pes=True,
+                config=_BIG[:6], att_drop=0.1, dropout=0.1),
+    'h2o': dict(window_size=[20, 1, 3], num_frames=120, num_joints=21, num_persons=3,
+                num_channels=3, num_classes=36, num_heads=3, kernel_size=[3, 5], use_pes=True,
+                config=_BIG, att_drop=0.0, dropout=0.0),
+    'assembly101': dict(window_size=[20, 1, 2], num_frames=120, num_joints=21, num_persons=2,
+                        num_channels=3, num_classes=1380, num_heads=3, kernel_size=[5, 5],
+                        use_pes=True, config=_BIG[:2] + [[64, 64, 16]] + _BIG[2:],
+                        att_drop=0.0, dropout=0.0),
+    # The small model of the speed issue (an earlier configs/demo.py model).
+    'small': dict(window_size=[8, 5, 2], num_frames=32, num_joints=25, num_persons=2,
+                 num_channels=3, num_classes=26, num_heads=2, kernel_size=[3, 3], use_pes=True,
+                 config=[[32, 32, 8], [32, 64, 16]], att_drop=0.0, dropout=0.0),
+}
+
+
+def _model_args(name: str) -> dict:
+  """configs/<name>.py's model where ml_collections is installed, else the copy above."""
+  if name not in MODEL_ARGS:
+    raise ValueError(f'unknown model {name!r}: one of {sorted(MODEL_ARGS)}')
+  if name == 'small':
+    return MODEL_ARGS[name]
+  try:
+    import importlib
+    config = importlib.import_module(f'configs.{name}').get_config().model.to_dict()
+  except ImportError:
+    return MODEL_ARGS[name]
+  return json.loads(json.dumps(config))  # tuples -> lists, as the reference's YAML gives
+
+
+def make_model(name: str, dtype: str = 'float32'):
+  from istanet_jax import torch_compat
+  compute = {'float32': None, 'bfloat16': jnp.bfloat16}[dtype]
+  return torch_compat.model_from_reference_args(_model_args(name), dtype=compute)
+
+
+def make_steps(model, batch: int, *, lr: float = 0.1, weight_decay: float = 4e-4, seed: int = 0):
+  """(variables, opt_state, x, y, train_step, eval_step) with the steps jitted, not yet compiled.
+
+  train_step(variables, opt_state, x, y) -> (variables, opt_state, loss); eval_step(variables, x)
+  -> logits. x is channels-last (N, T, V, M, C) as the input pipeline feeds it.
+  """
+  from istanet_jax import losses, optim
+  rng = np.random.default_rng(seed)
+  shape = (batch, model.num_frames, model.num_joints, model.num_persons, model.num_channels)
+  x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  y = jnp.asarray(rng.integers(0, model.num_classes, batch), jnp.int32)
+  variables = model.init(jax.random.key(seed), x[:1], train=False)
+  tx = optim.make_optimizer('SGD', lr, weight_decay=weight_decay, nesterov=True)
+  opt_state = tx.init(variables['params'])
+
+  def train_step(variables, opt_state, x, y):
+    def loss_fn(params):
+      logits, updates = model.apply({**variables, 'params': params}, x, train=True,
+                                    rngs={'dropout': jax.random.key(seed)},
+                                    mutable=['batch_stats'])
+      return losses.label_smoothing_cross_entropy(logits, y).mean(), updates
+    (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables['params'])
+    deltas, opt_state = tx.update(grads, opt_state, variables['params'])
+    params = jax.tree_util.tree_map(jnp.add, variables['params'], deltas)
+    return {**variables, **updates, 'params': params}, opt_state, loss
+
+  def eval_step(variables, x):
+    return model.apply(variables, x, train=False)
+
+  return (variables, opt_state, x, y, jax.jit(train_step, donate_argnums=(0, 1)),
+          jax.jit(eval_step))
+
+
+def _compile(jitted, *args) -> tuple[Optional[float], float]:
+  """(XLA's FLOP count of one call, seconds to lower and compile)."""
+  start = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  seconds = time.perf_counter() - start
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  return (float(cost['flops']) if cost and 'flops' in cost else None), seconds
+
+
+def _peak_memory() -> dict:
+  stats = jax.devices()[0].memory_stats() or {}
+  if 'peak_bytes_in_use' in stats:
+    return {'device_peak_bytes': int(stats['peak_bytes_in_use'])}
+  # ru_maxrss is in KiB on Linux.
+  return {'process_peak_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def _time(fn, steps: int, warmup: int) -> tuple[float, list[float]]:
+  start = time.perf_counter()
+  jax.block_until_ready(fn())
+  first = time.perf_counter() - start
+  for _ in range(warmup):
+    jax.block_until_ready(fn())
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return first, times
+
+
+def _summary(kind: str, batch: int, first: float, times: list[float], flops: Optional[float],
+             compile_s: float, peak_tflops: Optional[float]) -> dict:
+  median = statistics.median(times)
+  out = dict(kind=kind, batch=batch, compile_s=compile_s, first_call_s=first,
+             first_step_incl_compile_s=compile_s + first, median_step_s=median,
+             min_step_s=min(times), samples_per_s=batch / median, steps=len(times))
+  if flops is not None:
+    out['flops_per_sample'] = flops / batch
+    if peak_tflops:
+      out['mfu'] = flops / median / (peak_tflops * 1e12)
+  return out
+
+
+def train_caller(model, batch: int):
+  """(call, flops, compile_s): call() runs one train step (state kept inside) and waits for it."""
+  variables, opt_state, x, y, train_step, _ = make_steps(model, batch)
+  flops, compile_s = _compile(train_step, variables, opt_state, x, y)
+  state = [variables, opt_state]
+
+  def call():
+    state[0], state[1], loss = train_step(state[0], state[1], x, y)
+    return jax.block_until_ready(loss)
+  return call, flops, compile_s
+
+
+def eval_caller(model, batch: int):
+  """(call, flops, compile_s) for the eval forward."""
+  variables, _, x, _, _, eval_step = make_steps(model, batch)
+  flops, compile_s = _compile(eval_step, variables, x)
+  return lambda: jax.block_until_ready(eval_step(variables, x)), flops, compile_s
+
+
+def bench_train(model, batch: int, *, steps: int = 10, warmup: int = 2,
+                peak_tflops: Optional[float] = None) -> dict:
+  call, flops, compile_s = train_caller(model, batch)
+  first, times = _time(call, steps, warmup)
+  return _summary('train', batch, first, times, flops, compile_s, peak_tflops)
+
+
+def bench_eval(model, batch: int, *, steps: int = 10, warmup: int = 2,
+               peak_tflops: Optional[float] = None) -> dict:
+  call, flops, compile_s = eval_caller(model, batch)
+  first, times = _time(call, steps, warmup)
+  return _summary('eval', batch, first, times, flops, compile_s, peak_tflops)
+
+
+def environment() -> dict:
+  import flax
+  devices = jax.devices()
+  return dict(
+      jax=jax.__version__, jaxlib=jax.lib.__version__ if hasattr(jax.lib, '__version__') else
+      __import__('jaxlib').__version__, flax=flax.__version__, backend=jax.default_backend(),
+      device_kind=devices[0].device_kind, device_count=len(devices),
+      cpu_count=os.cpu_count(), affinity=len(os.sched_getaffinity(0)),
+      platform=platform.platform(), processor=platform.processor(),
+      xla_flags=os.environ.get('XLA_FLAGS', ''), command=' '.join(sys.argv))
+
+
+def run(model_name: str, *, train_batch: Optional[int], eval_batches: list[int], dtype: str,
+        steps: int, warmup: int, peak_tflops: Optional[float]) -> dict:
+  model = make_model(model_name, dtype)
+  results = []
+  if train_batch:
+    results.append(bench_train(model, train_batch, steps=steps, warmup=warmup,
+                               peak_tflops=peak_tflops))
+  for b in eval_batches:
+    results.append(bench_eval(model, b, steps=steps, warmup=warmup, peak_tflops=peak_tflops))
+  return dict(framework='jax', model=model_name, dtype=dtype, results=results,
+              memory=_peak_memory(), environment=environment())
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--model', default='small', choices=sorted(MODEL_ARGS))
+  parser.add_argument('--batch', type=int, default=16, help='train batch; 0 skips training')
+  parser.add_argument('--eval_batches', default='16,1', help='comma-separated; empty skips eval')
+  parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
+  parser.add_argument('--steps', type=int, default=10)
+  parser.add_argument('--warmup', type=int, default=2)
+  parser.add_argument('--peak_tflops', type=float, default=None,
+                      help='the device\'s peak for MFU (e.g. 989 for an H100 bf16 dense)')
+  parser.add_argument('--out', default=None, help='JSON path (default: print only)')
+  args = parser.parse_args(argv)
+  eval_batches = [int(b) for b in args.eval_batches.split(',') if b]
+  report = run(args.model, train_batch=args.batch, eval_batches=eval_batches, dtype=args.dtype,
+               steps=args.steps, warmup=args.warmup, peak_tflops=args.peak_tflops)
+  text = json.dumps(report, indent=2)
+  print(text)
+  if args.out:
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, 'w') as f:
+      f.write(text + '\n')
+
+
+if __name__ == '__main__':
+  main()
