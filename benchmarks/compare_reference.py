@@ -16,7 +16,6 @@ latency over theirs (<1: we are faster). The process's peak RSS covers both fram
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -161,12 +160,7 @@ def main(argv=None):
                               threads=args.threads)
   report = dict(model=args.model, threads=args.threads, comparison=compare(ours, ref),
                 jax=ours, reference=ref)
-  text = json.dumps(report, indent=2)
-  print(text)
-  if args.out:
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
-      f.write(text + '\n')
+  throughput.write_report(report, args.out)
 
 
 if __name__ == '__main__':

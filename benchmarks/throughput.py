@@ -214,6 +214,16 @@ def run(model_name: str, *, train_batch: Optional[int], eval_batches: list[int],
               memory=_peak_memory(), environment=environment())
 
 
+def write_report(report: dict, out: Optional[str]) -> None:
+  """Prints the report as JSON and, with `out`, writes it there."""
+  text = json.dumps(report, indent=2)
+  print(text)
+  if out:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, 'w') as f:
+      f.write(text + '\n')
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--model', default='small', choices=sorted(MODEL_ARGS))
@@ -229,12 +239,7 @@ def main(argv=None):
   eval_batches = [int(b) for b in args.eval_batches.split(',') if b]
   report = run(args.model, train_batch=args.batch, eval_batches=eval_batches, dtype=args.dtype,
                steps=args.steps, warmup=args.warmup, peak_tflops=args.peak_tflops)
-  text = json.dumps(report, indent=2)
-  print(text)
-  if args.out:
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
-      f.write(text + '\n')
+  write_report(report, args.out)
 
 
 if __name__ == '__main__':
