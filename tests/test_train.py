@@ -278,3 +278,23 @@ def test_synthetic_trees_by_name(tmp_path):
     assert os.listdir(root), kind
   with pytest.raises(ValueError, match="unknown synthetic tree 'kinetics'"):
     synthetic.write_tree('kinetics', tmp_path / 'k')
+
+
+def test_command_line_trains_resumes_and_evaluates(tmp_path):
+  """The README's commands: the demo (runlocal), its rerun, and --mode eval."""
+  workdir = tmp_path / 'demo'
+  base = [sys.executable, '-m', 'istanet_jax.train', '--config', 'configs/demo.py:runlocal',
+          '--workdir', str(workdir), '--config.num_epoch=1']
+
+  def run(*extra):
+    done = subprocess.run(base + list(extra), cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done.stdout
+
+  out = run()
+  assert 'Writing a synthetic sbu raw tree' in out and 'best eval top-1' in out
+  assert [m['epoch'] for m in train.read_metrics(str(workdir))] == [1, 1]
+  assert 'Resuming from' in run()
+  out = run('--mode', 'eval', '--checkpoint', str(workdir / 'best'))
+  assert 'eval of' in out and (workdir / 'eval_scores.npy').exists()
