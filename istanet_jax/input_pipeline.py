@@ -143,7 +143,8 @@ def _check_skeleton(skeleton: np.ndarray, shape: tuple, where: str) -> None:
 
 
 def _grain_batches(builder, split, plan: _Plan, start: int, stop: int, max_frames: int,
-                   shape: tuple, num_threads: int, prefetch: int) -> Iterator[dict]:
+                   shape: tuple, num_threads: int, prefetch: int,
+                   label_key: str) -> Iterator[dict]:
   import grain  # pylint: disable=g-import-not-at-top
 
   source = builder.as_data_source(split)
@@ -164,7 +165,7 @@ def _grain_batches(builder, split, plan: _Plan, start: int, stop: int, max_frame
     out = np.zeros((max_frames, *shape), np.float32)
     out[:frames] = skeleton[:frames]
     length = min(int(ex['length']), frames) if 'length' in ex else frames
-    return dict(skeleton=out, length=np.int32(length), label=np.int32(ex['label']),
+    return dict(skeleton=out, length=np.int32(length), label=np.int32(ex[label_key]),
                 mask=np.bool_(True), index=np.int64(index), sample_name=ex['sample_name'])
 
   ds = (grain.MapDataset.range(start, stop).map(load)
@@ -179,7 +180,7 @@ def _grain_batches(builder, split, plan: _Plan, start: int, stop: int, max_frame
 
 
 def _tf_batches(builder, split, plan: _Plan, start: int, stop: int, max_frames: int,
-                shape: tuple, num_threads: int, prefetch: int) -> Iterator[dict]:
+                shape: tuple, num_threads: int, prefetch: int, label_key: str) -> Iterator[dict]:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   tfds = _tfds()
@@ -203,7 +204,7 @@ def _tf_batches(builder, split, plan: _Plan, start: int, stop: int, max_frames: 
     skeleton = ex['skeleton'][:max_frames]
     frames = tf.shape(skeleton, out_type=tf.int64)[0]
     length = tf.minimum(ex['length'], frames) if has_length else frames
-    return skeleton, length, ex['label'], ex['sample_name']
+    return skeleton, length, ex[label_key], ex['sample_name']
 
   chunks, lengths, labels, names = [], [], [], []
   for i, (skeleton, length, label, name) in enumerate(ds.map(trim).as_numpy_iterator()):
@@ -324,7 +325,8 @@ def make_iterator(builder_or_name, split: str, *, batch_size: int, max_frames: i
                   process_index: Optional[int] = None, process_count: Optional[int] = None,
                   num_epochs: Optional[int] = None,
                   start_state: Optional[Mapping[str, int]] = None,
-                  num_threads: Optional[int] = None, prefetch: int = 2) -> BatchIterator:
+                  num_threads: Optional[int] = None, prefetch: int = 2,
+                  label_key: str = 'label') -> BatchIterator:
   """Host batches of `split` (see the module docstring for the layout and the order).
 
   Args:
@@ -342,6 +344,7 @@ def make_iterator(builder_or_name, split: str, *, batch_size: int, max_frames: i
     start_state: a `get_state()` result to resume from.
     num_threads: reader threads (grain) or parallel map calls (tf); default: CPU count, <= 16.
     prefetch: batches to read ahead.
+    label_key: the feature delivered as `label` (Assembly101: 'label' = action, 'verb', 'noun').
 
   Returns:
     A `BatchIterator` of numpy dicts with `get_state()`, `steps_per_epoch`, `num_examples`.
@@ -385,6 +388,9 @@ def make_iterator(builder_or_name, split: str, *, batch_size: int, max_frames: i
   if num_threads is None:
     num_threads = min(16, os.cpu_count() or 1)
   read = _grain_batches if backend == 'grain' else _tf_batches
+  if label_key not in builder.info.features:
+    raise ValueError(f'{builder.name}: no feature {label_key!r} to use as label; it has '
+                     f'{sorted(builder.info.features.keys())}')
   batches = read(builder, split, plan, start_step * local_batch, stop_step * local_batch,
-                 max_frames, shape, num_threads, prefetch)
+                 max_frames, shape, num_threads, prefetch, label_key)
   return BatchIterator(batches, plan, start_step, stop_step, n, backend)

@@ -17,10 +17,9 @@ import json
 import os
 import sys
 import time
-from typing import Any, Optional
+from typing import Optional
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -111,10 +110,9 @@ def to_global(batch: dict, sharding: NamedSharding) -> dict:
           for k in BATCH_KEYS}
 
 
-def _host_batch(batch: dict, label_key: str) -> dict:
-  out = {'skeleton': batch['skeleton'], 'label': batch[label_key].astype(np.int32),
-         'index': batch['index'].astype(np.int32), 'mask': batch['mask']}
-  return out
+def _host_batch(batch: dict) -> dict:
+  return {'skeleton': batch['skeleton'], 'label': batch['label'].astype(np.int32),
+          'index': batch['index'].astype(np.int32), 'mask': batch['mask']}
 
 
 # --------------------------------------------------------------------------- loop
@@ -152,7 +150,7 @@ def resolve_data(config: ml_collections.ConfigDict, workdir: str) -> ml_collecti
 
 def _data_kwargs(config) -> dict:
   return dict(data_dir=config.get('data_dir'), backend=config.get('data_backend', 'auto'),
-              max_frames=config.max_frames)
+              max_frames=config.max_frames, label_key=config.get('label_key', 'label'))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -169,7 +167,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   mesh = make_mesh(devices)
   replicated = NamedSharding(mesh, P())
   data_sharding = NamedSharding(mesh, P('data'))
-  label_key = config.get('label_key', 'label')
   _check_batch_sizes(config, mesh)
 
   n_train = input_pipeline.num_examples(config.dataset, config.train_split, config.get('data_dir'))
@@ -217,7 +214,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     # guard bites on accelerators; CPU arrays already live in host memory).
     with jax.transfer_guard_device_to_host('disallow_explicit'):
       for _ in range(steps_per_epoch):
-        batch = to_global(_host_batch(next(train_iter), label_key), data_sharding)
+        batch = to_global(_host_batch(next(train_iter)), data_sharding)
         state, metrics = train_step(state, batch, base_key)
         totals = steps.accumulate(totals, metrics)
         bar.update(config.batch_size)
@@ -270,17 +267,16 @@ def evaluate(config, state, eval_step, data_sharding) -> dict:
   it = input_pipeline.make_iterator(
       config.dataset, config.eval_split, batch_size=config.test_batch_size, train=False,
       seed=0, **_data_kwargs(config))
-  label_key = config.get('label_key', 'label')
   totals, logits, names, labels = None, [], [], []
   for host_batch in it:
-    batch = to_global(_host_batch(host_batch, label_key), data_sharding)
+    batch = to_global(_host_batch(host_batch), data_sharding)
     metrics, batch_logits = eval_step(state, batch)
     totals = steps.accumulate(totals, metrics)
     keep = np.asarray(host_batch['mask'])
     if jax.process_count() == 1:  # several hosts: sums only (each host holds its own logits)
       logits.append(np.asarray(batch_logits)[keep])
     names.extend(np.asarray(host_batch['sample_name'])[keep].tolist())
-    labels.append(np.asarray(host_batch[label_key])[keep])
+    labels.append(np.asarray(host_batch['label'])[keep])
   totals = jax.device_get(totals)
   count = max(float(totals['count']), 1.0)
   class_count = np.asarray(totals['class_count'])

@@ -295,3 +295,24 @@ def test_project_builder_h2o_by_name(tmp_path):
     _assert_batches_equal(*runs)
     assert runs[0][0]['skeleton'].shape == (3, 50, 21, 3, 3)
   assert sum(int(b['mask'].sum()) for b in runs[0]) == 2 * n
+
+
+def test_label_key_selects_the_feature_trained_on(tmp_path):
+  """Assembly101 trains on action, verb or noun: `label_key` picks which arrives as `label`."""
+  from data_pipelines import prepare  # pylint: disable=g-import-not-at-top
+  from data_pipelines.synthetic_assembly101 import write_assembly101_tree  # pylint: disable=g-import-not-at-top
+
+  raw = write_assembly101_tree(tmp_path / 'raw')
+  prepare.prepare('assembly101', raw, tmp_path / 'data', file_format='array_record')
+  source = ip.get_builder('assembly101', os.fspath(tmp_path / 'data')).as_data_source('train')
+  verbs = {source[i]['sample_name'].decode(): int(source[i]['verb']) for i in range(len(source))}
+  assert len(set(verbs.values())) > 1
+  it = ip.make_iterator('assembly101', 'train', batch_size=2, max_frames=200, train=False,
+                        data_dir=os.fspath(tmp_path / 'data'), label_key='verb')
+  for batch in it:
+    for name, label, valid in zip(batch['sample_name'], batch['label'], batch['mask']):
+      if valid:
+        assert label == verbs[name]
+  with pytest.raises(ValueError, match="no feature 'object' to use as label"):
+    ip.make_iterator('assembly101', 'train', batch_size=2, max_frames=200, train=False,
+                     data_dir=os.fspath(tmp_path / 'data'), label_key='object')
