@@ -304,30 +304,10 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, checkpo
   _check_batch_sizes(config, mesh)
   replicated = NamedSharding(mesh, P())
   model = steps.model_from_config(config)
-  if checkpoint.endswith('.pt'):
-    from istanet_jax import torch_compat  # pylint: disable=g-import-not-at-top
-    variables = torch_compat.variables_from_state_dict(torch_compat.load_pt(checkpoint),
-                                                       config.model.to_dict())
-    state = jax.device_put(variables_as_state(variables), replicated)
-  else:
-    tx = steps.make_optimizer(config, steps_per_epoch=1)  # only the state's structure matters
-    abstract = jax.eval_shape(lambda k: steps.create_state(model, tx, k), jax.random.key(0))
-    abstract = jax.tree_util.tree_map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), abstract)
-    path = os.path.abspath(checkpoint)
-    step = os.path.basename(path)
-    if step.isdigit() and not os.path.isdir(os.path.join(path, 'state')):
-      raise ValueError(f'{checkpoint}: not an Orbax checkpoint step (no state/ inside)')
-    ckpt = checkpoints.Checkpointer(os.path.dirname(path) if step.isdigit() else path,
-                                    use_async=False)
-    if step.isdigit():
-      state, _ = ckpt.restore(int(step), abstract)
-    else:
-      restored = ckpt.restore_latest(abstract)
-      if restored is None:
-        raise ValueError(f'{checkpoint}: no checkpoint that restores')
-      state = restored[0]
-    ckpt.close()
+  # Shared with the exporter; unlike the training fallback, it never moves a checkpoint aside
+  # (one of another config is reported key by key, not taken for corrupt).
+  from istanet_jax import export  # pylint: disable=g-import-not-at-top
+  state = jax.device_put(variables_as_state(export.load_variables(config, checkpoint)), replicated)
   eval_step = jax.jit(steps.make_eval_step(config, model),
                       in_shardings=(replicated, NamedSharding(mesh, P('data'))),
                       out_shardings=(replicated, NamedSharding(mesh, P('data'))))

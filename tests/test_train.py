@@ -264,7 +264,11 @@ def test_eval_mode_on_orbax_and_reference_checkpoints(data_dir, tmp_path, four_d
   from_pt = train.evaluate_checkpoint(config, str(tmp_path / 'b'), str(tmp_path / 'best.pt'),
                                      devices=jax.devices()[:4])
   np.testing.assert_allclose(from_pt['scores'], best['scores'], rtol=1e-5, atol=1e-5)
-  with pytest.raises(ValueError, match='no checkpoint that restores'):
+  with pytest.raises(FileNotFoundError, match='missing: no such file or directory'):
+    train.evaluate_checkpoint(config, str(tmp_path / 'c'), str(tmp_path / 'missing'),
+                              devices=jax.devices()[:4])
+  (tmp_path / 'empty').mkdir()
+  with pytest.raises(ValueError, match='empty: no Orbax checkpoint steps'):
     train.evaluate_checkpoint(config, str(tmp_path / 'c'), str(tmp_path / 'empty'),
                               devices=jax.devices()[:4])
   with pytest.raises(ValueError, match='must be multiples of the 8 devices'):
