@@ -1,0 +1,18 @@
+"""benchmarks/throughput.py writes a results JSON with what the performance table quotes."""
+
+import json
+
+from benchmarks import throughput
+
+
+def test_throughput_writes_results_json(tmp_path, capsys):
+  out = tmp_path / 'small.json'
+  throughput.main(['--model', 'small', '--batch', '4', '--eval_batches', '2', '--steps', '1',
+                   '--warmup', '1', '--out', str(out)])
+  report = json.loads(out.read_text())
+  assert json.loads(capsys.readouterr().out) == report
+  kinds = {(r['kind'], r['batch']) for r in report['results']}
+  assert kinds == {('train', 4), ('eval', 2)}
+  for r in report['results']:
+    assert r['samples_per_s'] > 0 and r['median_step_s'] > 0 and r['flops_per_sample'] > 0
+  assert report['environment']['jax'] and report['environment']['command']
