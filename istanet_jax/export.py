@@ -1,9 +1,11 @@
-r"""Exporting a trained model for inference: StableHLO, TF SavedModel, or a reference `.pt`.
+r"""Exporting a trained model for inference: StableHLO, TF SavedModel, ONNX or a reference `.pt`.
 
   python -m istanet_jax.export --config configs/demo.py \
       --checkpoint /tmp/istanet_demo/best --format stablehlo --out /tmp/demo.stablehlo
   python -m istanet_jax.export --config configs/ntu26.py:xsub --checkpoint best.pt \
       --format savedmodel --out /tmp/ntu26_savedmodel --batch_size 16
+  python -m istanet_jax.export --config configs/demo.py --checkpoint /tmp/istanet_demo/best \
+      --format onnx --out /tmp/demo.onnx
   python -m istanet_jax.export --config configs/demo.py --checkpoint /tmp/istanet_demo/best \
       --format pt --out /tmp/demo.pt [--reference_dir /path/to/ISTA-Net]
 
@@ -17,14 +19,19 @@ a random batch against the in-memory model before the command reports success.
               `load_stablehlo(path)` gives a callable (no model code or config needed).
   savedmodel  `jax2tf` with a fixed batch size (TF 2.21 cannot run a symbolic batch as
               current JAX exports it), weights as TF variables; serving signature `x`->`logits`.
+  onnx        `jax2onnx`, opset 17, batch size dynamic (`B`), weights as initializers; input `x`,
+              output `logits`; checked in onnxruntime. An optional extra: jax2onnx pins an older
+              orbax in its metadata but never imports it, so it is installed without its
+              dependencies (see ONNX_INSTALL).
   pt          the reference's state dict (`torch.save`), loadable by its `model/ISTANet.py`.
 
-TensorFlow and torch are imported only by the formats that need them.
+TensorFlow, torch, jax2onnx and onnxruntime are imported only by the formats that need them.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 import tempfile
@@ -40,7 +47,7 @@ from istanet_jax import steps
 from istanet_jax.model import ISTANet, apply_model
 from istanet_jax.torch_compat import CheckpointMismatchError
 
-FORMATS = ('stablehlo', 'savedmodel', 'pt')
+FORMATS = ('stablehlo', 'savedmodel', 'onnx', 'pt')
 # Where the export runs the same XLA program as the in-memory model (StableHLO, SavedModel),
 # only fusion and reduction order may differ.
 RTOL = 1e-5
@@ -48,6 +55,15 @@ RTOL = 1e-5
 # demo model; a wrong key or layout moves logits by ~1e-1.
 TORCH_RTOL = 1e-4
 DEFAULT_PLATFORMS = ('cpu', 'cuda', 'tpu')
+# onnxruntime's kernels (MatMul, Conv, Einsum) sum in other orders than XLA's: measured 3e-7
+# (tiny test model) and 8e-7 (full NTU Mutual 26 model) of the largest logit.
+ONNX_RTOL = 1e-4
+# Opset 17 rather than jax2onnx's default 23, so that runtimes of 2022 on load it (the file's IR
+# version is 10 all the same, i.e. an ONNX >= 1.16 reader); the model needs no newer operator.
+ONNX_OPSET = 17
+# jax2onnx's metadata asks for orbax-checkpoint<0.11.37 (and equinox, dm-pix, netron, ...), none
+# of which its conversion of a plain jax function imports; installed without them.
+ONNX_INSTALL = "pip install -e '.[onnx]' && pip install --no-deps jax2onnx==0.17.1"
 
 
 class ExportVerificationError(RuntimeError):
@@ -279,6 +295,72 @@ def verify_savedmodel(model: ISTANet, variables: dict, path: str, batch_size: in
           f'logits (max diff {err:.2g} of the largest logit)']
 
 
+# --------------------------------------------------------------------------- ONNX
+
+
+def _import_onnx():
+  """(jax2onnx, onnxruntime), or ImportError saying how to install them."""
+  try:
+    import onnxruntime  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(f'--format onnx needs onnxruntime ({e}); install with: '
+                      f'{ONNX_INSTALL}') from None
+  # Converting a plain function needs no equinox/dm_pix plugins; jax2onnx logs a traceback for
+  # each such plugin it cannot import, which says nothing about this model.
+  logging.getLogger('jax2onnx.plugins.plugin_system').setLevel(logging.ERROR)
+  try:
+    import jax2onnx  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(f'--format onnx needs jax2onnx ({e}); install with: '
+                      f'{ONNX_INSTALL}') from None
+  return jax2onnx, onnxruntime
+
+
+def export_onnx(model: ISTANet, variables: dict, path: str, *, opset: int = ONNX_OPSET) -> None:
+  """Writes the forward pass as an ONNX model to `path`: input `x` (B, C, T, V, M), B dynamic."""
+  jax2onnx, _ = _import_onnx()
+  onnx_ir_log = logging.getLogger('onnx_ir')
+  level = onnx_ir_log.level
+  # onnx_ir warns, per intermediate value, that it leaves out value_info whose type jax2onnx did
+  # not record (hundreds of lines for the NTU model); the graph itself is complete.
+  onnx_ir_log.setLevel(logging.ERROR)
+  try:
+    proto = jax2onnx.to_onnx(forward_fn(model, variables),
+                             [('B',) + _input_shape(model, 1)[1:]], model_name='istanet',
+                             opset=opset, input_names=['x'], output_names=['logits'])
+  finally:
+    onnx_ir_log.setLevel(level)
+  _atomic_write(path, proto.SerializeToString())
+
+
+def load_onnx(path: str) -> Callable:
+  """x (N, C, T, V, M) float32 -> logits (numpy), from a file `export_onnx` wrote (onnxruntime)."""
+  _, onnxruntime = _import_onnx()
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{path}: no such file')
+  try:
+    session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
+  except Exception as e:  # onnxruntime raises its own types for a foreign or damaged file
+    first = str(e).splitlines()[0] if str(e) else ''
+    raise ValueError(f'{path}: not an ONNX model onnxruntime can load ({type(e).__name__}: '
+                     f'{first})') from e
+  return lambda x: session.run(['logits'], {'x': np.asarray(x, np.float32)})[0]
+
+
+def verify_onnx(model: ISTANet, variables: dict, path: str,
+                batch_sizes: Sequence[int] = (2, 3)) -> list:
+  forward = jax.jit(forward_fn(model, variables))
+  loaded = load_onnx(path)
+  lines = []
+  for n in batch_sizes:
+    x = random_batch(model, n, seed=n)
+    err = _compare(f'{path} (batch {n})', loaded(x), forward(x), ONNX_RTOL)
+    lines.append(f'reloaded {path} in onnxruntime: batch of {n} gives the in-memory logits '
+                 f'(max diff {err:.2g} of the largest logit)')
+  return lines
+
+
 # --------------------------------------------------------------------------- reference .pt
 
 
@@ -351,6 +433,8 @@ def export(config: ml_collections.ConfigDict, checkpoint: str, fmt: str, out: st
     raise ValueError(f'--batch_size {batch_size}: must be at least 1')
   if reference_dir and fmt != 'pt':
     raise ValueError('--reference_dir only applies to --format pt')
+  if fmt == 'onnx':
+    _import_onnx()  # a missing package is reported before the checkpoint is read
   model = steps.model_from_config(config)
   variables = load_variables(config, checkpoint)
   model_args = config.model.to_dict()
@@ -362,6 +446,9 @@ def export(config: ml_collections.ConfigDict, checkpoint: str, fmt: str, out: st
     batch_size = batch_size or config.test_batch_size
     export_savedmodel(model, variables, out, batch_size, platforms=platforms)
     lines += verify_savedmodel(model, variables, out, batch_size)
+  elif fmt == 'onnx':
+    export_onnx(model, variables, out)
+    lines += verify_onnx(model, variables, out)
   else:
     export_pt(model_args, variables, out)
     lines += verify_pt(model, model_args, variables, out, reference_dir)
@@ -379,7 +466,8 @@ def main(argv=None) -> None:
                       'reference .pt file')
   # A string, not an enum: a bad value then gets our one-line error, not absl's usage dump.
   flags.DEFINE_string('format', None, f'one of {", ".join(FORMATS)}')
-  flags.DEFINE_string('out', None, 'the file (stablehlo, pt) or directory (savedmodel) to write')
+  flags.DEFINE_string('out', None, 'the file (stablehlo, onnx, pt) or directory (savedmodel) '
+                      'to write')
   flags.DEFINE_integer('batch_size', None, 'savedmodel: the fixed batch size '
                        '(default: the config\'s test_batch_size)')
   flags.DEFINE_string('reference_dir', None, 'pt: a checkout of the reference ISTA-Net; the '
@@ -397,7 +485,8 @@ def main(argv=None) -> None:
                      reference_dir=f.reference_dir, platforms=f.platforms)
     except ExportVerificationError as e:
       _fail(e, 1)
-    except (OSError, ValueError) as e:  # bad input; CheckpointMismatchError is a ValueError
+    # Bad input or a missing optional package; CheckpointMismatchError is a ValueError.
+    except (OSError, ValueError, ImportError) as e:
       _fail(e, 2)
     for line in lines:
       print(line, flush=True)

@@ -112,8 +112,9 @@ def test_checkpoints_of_another_config_are_rejected(trained):
 
 def test_bad_arguments_are_rejected(trained, tmp_path):
   out = str(tmp_path / 'x')
-  with pytest.raises(ValueError, match="unknown format; choose one of stablehlo, savedmodel, pt"):
-    export.export(trained['config'], trained['pt'], 'onnx', out)
+  with pytest.raises(ValueError,
+                     match="unknown format; choose one of stablehlo, savedmodel, onnx, pt"):
+    export.export(trained['config'], trained['pt'], 'tflite', out)
   with pytest.raises(FileNotFoundError, match=f'{tmp_path}/nope.pt: no such file'):
     export.export(trained['config'], str(tmp_path / 'nope.pt'), 'pt', out)
   (tmp_path / 'empty').mkdir()
@@ -151,7 +152,8 @@ def test_cli_writes_and_verifies(trained, tmp_path):
 @pytest.mark.parametrize('args, message', [
     (('--format=pt', '--checkpoint=/nonexistent/best.pt'),
      '/nonexistent/best.pt: no such file or directory'),
-    (('--format=onnx', '--checkpoint=/nonexistent/best.pt'), "--format 'onnx': unknown format"),
+    (('--format=tflite', '--checkpoint=/nonexistent/best.pt'),
+     "--format 'tflite': unknown format"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path, args, message):
   result = _cli(tmp_path, *args, f'--out={tmp_path / "out"}')
@@ -169,3 +171,59 @@ def test_cli_mismatch_is_one_line(trained, tmp_path):
   errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
   assert len(errors) == 1 and 'Traceback' not in result.stderr
   assert f'error: {trained["pt"]}: state dict does not fit the model' in errors[0]
+
+
+# --------------------------------------------------------------------------- ONNX
+
+
+@pytest.fixture(scope='module')
+def onnx_export(trained, tmp_path_factory):
+  """The tiny model exported to ONNX by the command line, from the reference .pt."""
+  tmp_path = tmp_path_factory.mktemp('onnx')
+  out = tmp_path / 'model.onnx'
+  result = _cli(tmp_path, f'--checkpoint={trained["pt"]}', '--format=onnx', f'--out={out}')
+  return out, result
+
+
+def test_onnx_cli_writes_and_verifies_with_dynamic_batch(onnx_export):
+  out, result = onnx_export
+  assert result.returncode == 0, result.stderr
+  for n in (2, 3):
+    assert f'reloaded {out} in onnxruntime: batch of {n} gives the in-memory' in result.stdout
+  import onnx  # pylint: disable=g-import-not-at-top
+  proto = onnx.load(str(out))
+  onnx.checker.check_model(proto)
+  assert [(o.domain, o.version) for o in proto.opset_import] == [('', export.ONNX_OPSET)]
+  (x,), (logits,) = proto.graph.input, proto.graph.output
+  dims = lambda v: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+  assert (x.name, dims(x)) == ('x', ['B', 3, 40, 15, 2])
+  assert (logits.name, dims(logits)) == ('logits', ['B', 8])
+
+
+def test_onnx_reloads_with_other_batch_sizes(trained, onnx_export):
+  loaded = export.load_onnx(onnx_export[0])
+  for batch in (1, 5):
+    x, want = in_memory_logits(trained, batch)
+    got = loaded(x)
+    assert got.shape == (batch, 8) and got.dtype == np.float32
+    # onnxruntime's kernels sum in other orders than XLA's (measured 3e-7 of the largest logit).
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+def test_onnx_verification_catches_an_export_that_differs(trained, onnx_export):
+  other = jax.tree_util.tree_map(lambda a: a * 1.01, trained['variables'])
+  with pytest.raises(export.ExportVerificationError, match='differ from the in-memory model'):
+    export.verify_onnx(trained['model'], other, onnx_export[0])
+
+
+def test_onnx_bad_input_and_missing_package(trained, tmp_path, monkeypatch):
+  junk = tmp_path / 'junk.onnx'
+  junk.write_bytes(b'not a model')
+  with pytest.raises(ValueError, match=f'{junk}: not an ONNX model onnxruntime can load'):
+    export.load_onnx(junk)
+  with pytest.raises(FileNotFoundError, match=f'{tmp_path}/nope.onnx: no such file'):
+    export.load_onnx(tmp_path / 'nope.onnx')
+  monkeypatch.setitem(sys.modules, 'jax2onnx', None)  # as if not installed
+  with pytest.raises(ImportError, match=re.escape(export.ONNX_INSTALL)):
+    export.export(trained['config'], trained['pt'], 'onnx', str(tmp_path / 'out.onnx'))
+  assert not (tmp_path / 'out.onnx').exists()
