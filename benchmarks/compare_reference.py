@@ -155,10 +155,13 @@ def main(argv=None):
   if args.threads < len(os.sched_getaffinity(0)):
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.threads])
   eval_batches = [int(b) for b in args.eval_batches.split(',') if b]
+  load_before = throughput.load_average()
   ours, ref = run_interleaved(args.reference_dir, args.model, train_batch=args.batch,
                               eval_batches=eval_batches, steps=args.steps, warmup=args.warmup,
                               threads=args.threads)
+  # Other jobs on a shared machine slow both sides alike (their steps alternate), not the ratios.
   report = dict(model=args.model, threads=args.threads, comparison=compare(ours, ref),
+                load_average=dict(before=load_before, after=throughput.load_average()),
                 jax=ours, reference=ref)
   throughput.write_report(report, args.out)
 

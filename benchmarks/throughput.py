@@ -24,6 +24,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from typing import Optional
@@ -189,6 +190,24 @@ def bench_eval(model, batch: int, *, steps: int = 10, warmup: int = 2,
   return _summary('eval', batch, first, times, flops, compile_s, peak_tflops)
 
 
+def load_average() -> list[float]:
+  """The 1, 5 and 15 minute load averages: how busy the (shared) machine was."""
+  return [round(x, 2) for x in os.getloadavg()]
+
+
+def _git_state() -> dict:
+  """The commit timed, and which files of the timed package differ from it."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  git = lambda *a: subprocess.run(['git', *a], cwd=repo, capture_output=True, text=True,
+                                  timeout=30).stdout
+  try:
+    return dict(commit=git('rev-parse', 'HEAD').strip(),
+                modified=[l[3:] for l in git('status', '--porcelain', '--',
+                                             'istanet_jax').splitlines()])
+  except (OSError, subprocess.SubprocessError):  # no git, or not a checkout
+    return {}
+
+
 def environment() -> dict:
   import flax
   devices = jax.devices()
@@ -198,7 +217,7 @@ def environment() -> dict:
       device_kind=devices[0].device_kind, device_count=len(devices),
       cpu_count=os.cpu_count(), affinity=len(os.sched_getaffinity(0)),
       platform=platform.platform(), processor=platform.processor(),
-      xla_flags=os.environ.get('XLA_FLAGS', ''), command=' '.join(sys.argv))
+      xla_flags=os.environ.get('XLA_FLAGS', ''), command=' '.join(sys.argv), git=_git_state())
 
 
 def run(model_name: str, *, train_batch: Optional[int], eval_batches: list[int], dtype: str,
@@ -237,8 +256,10 @@ def main(argv=None):
   parser.add_argument('--out', default=None, help='JSON path (default: print only)')
   args = parser.parse_args(argv)
   eval_batches = [int(b) for b in args.eval_batches.split(',') if b]
+  load_before = load_average()
   report = run(args.model, train_batch=args.batch, eval_batches=eval_batches, dtype=args.dtype,
                steps=args.steps, warmup=args.warmup, peak_tflops=args.peak_tflops)
+  report['load_average'] = dict(before=load_before, after=load_average())
   write_report(report, args.out)
 
 

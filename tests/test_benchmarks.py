@@ -16,3 +16,4 @@ def test_throughput_writes_results_json(tmp_path, capsys):
   for r in report['results']:
     assert r['samples_per_s'] > 0 and r['median_step_s'] > 0 and r['flops_per_sample'] > 0
   assert report['environment']['jax'] and report['environment']['command']
+  assert [len(report['load_average'][k]) for k in ('before', 'after')] == [3, 3]
