@@ -61,6 +61,7 @@ def get_config(arg: str = 'action'):
   # The reference trains on 4 GPUs with DataParallel: BatchNorm sees sub-batches of
   # batch_size / 4 (13), also when batch_size is overridden.
   config.bn_group_size = config.get_ref('batch_size') // 4
+  config.interchangeable_entities = (0, 1)  # the two hands
   if args.runlocal:
     common.make_runlocal(config)
   return common.lock(config)

@@ -100,7 +100,27 @@ def base_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 2
   config.log_every_steps = 50
   config.save_score = True
+  # Evaluation protocols (istanet_jax.steps.make_eval_step). Entity slots whose order carries
+  # no meaning (two persons, two hands; never an object slot): set per dataset.
+  config.interchangeable_entities = ()
+  config.eval_entity_permutation = False  # average the logits over their orders
+  config.eval_swap_consistency = True  # eval/swap_consistency: one more forward per eval batch
+  config.eval_num_clips = 1  # multi-clip testing: uniformly placed test crops, logits averaged
   return config
+
+
+# The reference's input streams (its NTU feeder's `bone` / `vel` options): stream -> (bone, vel).
+STREAMS = {'joint': (False, False), 'bone': (True, False), 'joint_motion': (False, True),
+           'bone_motion': (True, True)}
+
+
+def set_stream(config: ml_collections.ConfigDict, stream: str) -> None:
+  """Sets both feeders' `bone` / `vel` for `stream` (one of STREAMS)."""
+  if stream not in STREAMS:
+    raise ValueError(f'stream must be one of {sorted(STREAMS)}, got {stream!r}')
+  bone, vel = STREAMS[stream]
+  for feeder in (config.train_feeder, config.test_feeder):
+    feeder.bone, feeder.vel = bone, vel
 
 
 def make_runlocal(config: ml_collections.ConfigDict) -> None:

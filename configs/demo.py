@@ -51,6 +51,7 @@ def get_config(arg: str = ''):
   config.num_epoch = 40
   config.eval_interval = 1
   config.log_every_steps = 10
+  config.interchangeable_entities = (0, 1)  # the two persons
   if args.runlocal:
     config.synthetic_options.num_per_class = 2
     config.num_epoch = 2

@@ -52,6 +52,7 @@ def get_config(arg: str = ''):
   # The reference trains on 2 GPUs with DataParallel: BatchNorm sees sub-batches of
   # batch_size / 2 (8), also when batch_size is overridden.
   config.bn_group_size = config.get_ref('batch_size') // 2
+  config.interchangeable_entities = (0, 1)  # the two hands; slot 2 (the object) never moves
   if args.runlocal:
     common.make_runlocal(config)
   return common.lock(config)

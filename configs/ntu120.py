@@ -17,7 +17,7 @@ from configs import ntu26
 
 
 def get_config(arg: str = 'xsub'):
-  args = common.parse_arg(arg, benchmark='xsub', runlocal=False)
+  args = common.parse_arg(arg, benchmark='xsub', stream='joint', runlocal=False)
   if args.benchmark not in ('xsub', 'xset'):
     raise ValueError(f'ntu120 benchmark must be xsub or xset, got {args.benchmark!r}')
   config = ntu26.get_config(arg)

@@ -8,7 +8,9 @@ once (`python -m data_pipelines.prepare --dataset ntu_mutual26/xsub --manual_dir
       --config.data_dir=DATA
 
 Expected: top-1 90.6 (x-sub) / 91.7 (x-set) after 110 epochs, as in the paper.
-`:xsub,runlocal` is a tiny variant for tests and smoke runs.
+`:xsub,runlocal` is a tiny variant for tests and smoke runs. `:xsub,stream=bone` (also
+`joint_motion`, `bone_motion`) trains another input stream (the reference NTU feeder's `bone` /
+`vel` options) for score fusion (`python -m istanet_jax.protocols fuse`).
 """
 
 import ml_collections
@@ -17,7 +19,7 @@ from configs import common
 
 
 def get_config(arg: str = 'xsub'):
-  args = common.parse_arg(arg, benchmark='xsub', runlocal=False)
+  args = common.parse_arg(arg, benchmark='xsub', stream='joint', runlocal=False)
   if args.benchmark not in ('xsub', 'xset'):
     raise ValueError(f'ntu26 benchmark must be xsub or xset, got {args.benchmark!r}')
   config = common.base_config()
@@ -51,6 +53,8 @@ def get_config(arg: str = 'xsub'):
   # The reference trains on 4 GPUs with DataParallel: BatchNorm sees sub-batches of
   # batch_size / 4 (8), also when batch_size is overridden.
   config.bn_group_size = config.get_ref('batch_size') // 4
+  config.interchangeable_entities = (0, 1)  # the two persons
+  common.set_stream(config, args.stream)
   if args.runlocal:
     common.make_runlocal(config)
   return common.lock(config)

@@ -62,6 +62,7 @@ def get_config(arg: str = 'clean'):
   config.num_epoch = 150
   # The reference trains on one GPU: BatchNorm sees the whole batch.
   config.bn_group_size = None
+  config.interchangeable_entities = (0, 1)  # the two persons
   if args.runlocal:
     common.make_runlocal(config)
   return common.lock(config)

@@ -423,9 +423,38 @@ def augment_train(x, key, *, window: int, p_interval=(0.5, 1.0), random_rot: boo
                      min_length=min_length)
 
 
-@_jit('window', 'p_interval', 'bone_pairs', 'vel')
+def clip_crop_window(valid, p: float, num_frames: int, num_clips: int, clip):
+  """Multi-clip testing (pyskl's `num_clips`): (begin, length) of clip `clip` of `num_clips`.
+
+  Every clip has the test crop's length (`eval_crop_window`); the clips' first frames are
+  spread uniformly (rounded half up) from frame 0 to `valid - length`, so the first clip
+  starts at frame 0, the last ends at the last valid frame, and an odd count has the
+  reference's centre crop in the middle. One clip is the reference's centre crop itself.
+  `clip` may be traced.
+  """
+  begin, length = eval_crop_window(valid, p, num_frames)
+  if num_clips == 1:
+    return begin, length
+  slack = jnp.maximum(jnp.asarray(valid, jnp.int32) - length, 0)
+  clip = jnp.asarray(clip, jnp.int32)
+  return (2 * clip * slack + num_clips - 1) // (2 * (num_clips - 1)), length
+
+
+@_jit('window', 'p_interval', 'bone_pairs', 'vel', 'num_clips')
 def augment_eval(x, *, window: int, p_interval=EVAL_P_INTERVAL, bone_pairs=None,
-                 vel: bool = False) -> jax.Array:
-  """Test transform of the reference feeders: deterministic centre crop + resize, bone, vel."""
-  x = valid_crop_resize(x, window, p_interval)
+                 vel: bool = False, num_clips: int = 1, clip=0) -> jax.Array:
+  """Test transform of the reference feeders: deterministic centre crop + resize, bone, vel.
+
+  With `num_clips` > 1 the crop is clip `clip` (traced: one program for every clip) of
+  `clip_crop_window`'s uniformly placed crops instead of the centre one.
+  """
+  if num_clips == 1:
+    x = valid_crop_resize(x, window, p_interval)
+  else:
+    if len(p_interval) != 1:
+      raise ValueError(f'multi-clip testing needs the test crop ([p]), got p_interval {p_interval!r}')
+    x = _as_float(x)
+    begin, length = clip_crop_window(valid_frame_counts(x), float(p_interval[0]), x.shape[1],
+                                     num_clips, clip)
+    x = crop_resize(x, begin, length, window)
   return _streams(x, bone_pairs, vel)

@@ -15,11 +15,13 @@ Augmentation runs inside the step, so the host only feeds raw batches.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+import itertools
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from istanet_jax import augment, losses, optim
@@ -74,11 +76,13 @@ def train_transform(config: ml_collections.ConfigDict) -> Callable:
       bone_pairs=augment.NTU_BONE_PAIRS if f.get('bone', False) else None, vel=f.get('vel', False))
 
 
-def eval_transform(config: ml_collections.ConfigDict) -> Callable:
+def eval_transform(config: ml_collections.ConfigDict, num_clips: int = 1) -> Callable:
+  """x -> the test input; with `num_clips` > 1 it takes `clip=` (see augment.augment_eval)."""
   f = config.test_feeder
   return functools.partial(
       augment.augment_eval, window=f.window_size, p_interval=tuple(f.p_interval),
-      bone_pairs=augment.NTU_BONE_PAIRS if f.get('bone', False) else None, vel=f.get('vel', False))
+      bone_pairs=augment.NTU_BONE_PAIRS if f.get('bone', False) else None, vel=f.get('vel', False),
+      num_clips=num_clips)
 
 
 def make_train_step(config: ml_collections.ConfigDict, model: ISTANet,
@@ -128,15 +132,99 @@ def make_train_step(config: ml_collections.ConfigDict, model: ISTANet,
   return train_step
 
 
+def entity_orders(num_entities: int, interchangeable: Sequence[int]) -> np.ndarray:
+  """(P, M) int32: every order of the `interchangeable` entity slots, the others fixed.
+
+  Row 0 is the identity. E.g. M=3, slots (0, 1) (H2O's two hands, never its object slot 2):
+  [[0, 1, 2], [1, 0, 2]].
+  """
+  slots = _check_slots(num_entities, interchangeable)
+  orders = []
+  for perm in itertools.permutations(slots):
+    order = list(range(num_entities))
+    for slot, source in zip(slots, perm):
+      order[slot] = source
+    orders.append(order)
+  return np.asarray(orders, np.int32)
+
+
+def swap_order(num_entities: int, interchangeable: Sequence[int]) -> np.ndarray:
+  """(M,) int32: the `interchangeable` slots in reverse order (two slots: swapped)."""
+  slots = _check_slots(num_entities, interchangeable)
+  order = list(range(num_entities))
+  for slot, source in zip(slots, reversed(slots)):
+    order[slot] = source
+  return np.asarray(order, np.int32)
+
+
+def _check_slots(num_entities: int, interchangeable: Sequence[int]) -> tuple:
+  slots = tuple(int(s) for s in interchangeable)
+  if len(set(slots)) != len(slots) or any(not 0 <= s < num_entities for s in slots):
+    raise ValueError(f'interchangeable_entities {slots} must be distinct entity slots in '
+                     f'0..{num_entities - 1}')
+  return slots
+
+
+def eval_views(config: ml_collections.ConfigDict, num_entities: int):
+  """What one eval batch is run through: (orders (O, M), num_clips, swap_index or None).
+
+  Orders: the identity, then (with `eval_entity_permutation`) every other order of the
+  config's interchangeable entities; with `eval_swap_consistency` the swapped order is among
+  them (added if needed) and `swap_index` is its row.
+  """
+  slots = tuple(config.get('interchangeable_entities', ()))
+  identity = np.arange(num_entities, dtype=np.int32)[None]
+  orders = entity_orders(num_entities, slots) if config.get('eval_entity_permutation') else identity
+  swap_index = None
+  if config.get('eval_swap_consistency', True) and len(slots) >= 2:
+    swap = swap_order(num_entities, slots)
+    matches = np.flatnonzero((orders == swap).all(1))
+    if not matches.size:
+      orders = np.concatenate([orders, swap[None]])
+    swap_index = int(matches[0]) if matches.size else len(orders) - 1
+  num_clips = int(config.get('eval_num_clips', 1))
+  if num_clips < 1:
+    raise ValueError(f'eval_num_clips must be >= 1, got {num_clips}')
+  return orders, num_clips, swap_index
+
+
 def make_eval_step(config: ml_collections.ConfigDict, model: ISTANet) -> Callable:
-  """(state, batch) -> (sums of loss / top-1 / top-5 / per-class counts, logits)."""
+  """(state, batch) -> (sums of loss / top-1 / top-5 / per-class counts [/ swap], logits).
+
+  Each batch runs through `eval_views`: `eval_num_clips` crops (their logits averaged) in each
+  entity order; the logits reported are the identity order's, or with
+  `eval_entity_permutation` the mean over all orders of the interchangeable entities (so they
+  do not depend on which person or hand comes first). With `eval_swap_consistency` (default
+  on) `swap_same_sum` counts the samples whose top-1 in the swapped order equals that in the
+  identity order: one more forward pass per batch where permutation averaging is off.
+  Several views run one after another (`lax.map`) through one traced copy of the model.
+  """
   loss_fn = losses.loss_from_config(config.loss, **config.loss_args.to_dict())
-  transform = eval_transform(config)
   num_classes = model.num_classes
+  orders, num_clips, swap_index = eval_views(config, model.num_persons)
+  transform = eval_transform(config, num_clips)
+  average_orders = bool(config.get('eval_entity_permutation'))
+  # View v = (order v // num_clips, clip v % num_clips).
+  view_orders = np.repeat(orders, num_clips, axis=0)
+  view_clips = np.tile(np.arange(num_clips, dtype=np.int32), len(orders))
 
   def eval_step(state, batch):
-    x = transform(batch['skeleton'])
-    logits = model.apply(variables_of(state), x, train=False)
+    variables = variables_of(state)
+
+    def forward(view):
+      order, clip = view
+      x = transform(batch['skeleton'], clip=clip) if num_clips > 1 else transform(batch['skeleton'])
+      if len(orders) > 1:
+        x = jnp.take(x, order, axis=3)
+      return model.apply(variables, x, train=False)
+
+    if len(view_clips) == 1:
+      logits = forward((view_orders[0], view_clips[0]))
+      per_order = logits[None]
+    else:
+      views = jax.lax.map(forward, (view_orders, view_clips))  # (O * clips, B, K)
+      per_order = views.reshape((len(orders), num_clips) + views.shape[1:]).mean(1)
+      logits = per_order.mean(0) if average_orders else per_order[0]
     mask = batch['mask'].astype(jnp.float32)
     label = jnp.clip(batch['label'], 0, num_classes - 1)
     top1 = losses.topk_correct(logits, label, 1) * mask
@@ -145,6 +233,9 @@ def make_eval_step(config: ml_collections.ConfigDict, model: ISTANet) -> Callabl
                'top5_sum': (losses.topk_correct(logits, label, 5) * mask).sum(),
                'count': mask.sum(), 'class_correct': (one_hot * top1[:, None]).sum(0),
                'class_count': one_hot.sum(0)}
+    if swap_index is not None:
+      same = jnp.argmax(per_order[0], -1) == jnp.argmax(per_order[swap_index], -1)
+      metrics['swap_same_sum'] = (same * mask).sum()
     return metrics, logits
 
   return eval_step

@@ -239,7 +239,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       result = evaluate(config, state, eval_step, data_sharding)
       writer.write(step, epoch + 1, {k: v for k, v in result.items() if k.startswith('eval/')})
       _say(f'epoch {epoch + 1}: eval loss {result["eval/loss"]:.4f} top-1 '
-           f'{result["eval/top1"]:.4f} top-5 {result["eval/top5"]:.4f}')
+           f'{result["eval/top1"]:.4f} top-5 {result["eval/top5"]:.4f}{_swap_text(result)}')
       if result['eval/top1'] > meta['best_top1']:
         meta.update(best_top1=result['eval/top1'], best_epoch=epoch + 1)
         best.save(step, state, dict(meta, epoch=epoch + 1, data_state=train_iter.get_state()))
@@ -263,7 +263,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 
 def evaluate(config, state, eval_step, data_sharding) -> dict:
-  """Loss, top-1, top-5 and per-class accuracy over the whole eval split, plus the scores."""
+  """Loss, top-1, top-5 and per-class accuracy over the whole eval split, plus the scores.
+
+  With the config's `eval_swap_consistency` (and two or more interchangeable entities) also
+  `eval/swap_consistency` (fraction of samples whose top-1 is unchanged when the entities are
+  swapped; 1.0 = order-independent) and `eval/swap_changed` (1 minus it).
+  """
   it = input_pipeline.make_iterator(
       config.dataset, config.eval_split, batch_size=config.test_batch_size, train=False,
       seed=0, **_data_kwargs(config))
@@ -281,14 +286,18 @@ def evaluate(config, state, eval_step, data_sharding) -> dict:
   count = max(float(totals['count']), 1.0)
   class_count = np.asarray(totals['class_count'])
   per_class = np.where(class_count > 0, np.asarray(totals['class_correct']) / np.maximum(class_count, 1), np.nan)
-  return {'eval/loss': float(totals['loss_sum']) / count,
-          'eval/top1': float(totals['top1_sum']) / count,
-          'eval/top5': float(totals['top5_sum']) / count,
-          'eval/count': float(totals['count']),
-          'per_class_top1': per_class,
-          'scores': np.concatenate(logits) if logits else np.zeros((0,)),
-          'sample_names': [n.decode() if isinstance(n, bytes) else str(n) for n in names],
-          'labels': np.concatenate(labels) if labels else np.zeros((0,), np.int64)}
+  result = {'eval/loss': float(totals['loss_sum']) / count,
+            'eval/top1': float(totals['top1_sum']) / count,
+            'eval/top5': float(totals['top5_sum']) / count,
+            'eval/count': float(totals['count'])}
+  if 'swap_same_sum' in totals:
+    # Fractions of eval samples whose top-1 stays / changes when the entities are swapped.
+    result['eval/swap_consistency'] = float(totals['swap_same_sum']) / count
+    result['eval/swap_changed'] = 1.0 - result['eval/swap_consistency']
+  return dict(result, per_class_top1=per_class,
+              scores=np.concatenate(logits) if logits else np.zeros((0,)),
+              sample_names=[n.decode() if isinstance(n, bytes) else str(n) for n in names],
+              labels=np.concatenate(labels) if labels else np.zeros((0,), np.int64))
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, checkpoint: str, *,
@@ -315,8 +324,15 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, checkpo
   if jax.process_index() == 0:
     save_scores(workdir, result, 'eval_scores')
   _say(f'eval of {checkpoint}: loss {result["eval/loss"]:.4f} top-1 {result["eval/top1"]:.4f} '
-       f'top-5 {result["eval/top5"]:.4f} over {int(result["eval/count"])} samples')
+       f'top-5 {result["eval/top5"]:.4f}{_swap_text(result)} over {int(result["eval/count"])} '
+       'samples')
   return result
+
+
+def _swap_text(result: dict) -> str:
+  if 'eval/swap_consistency' not in result:
+    return ''
+  return f' swap consistency {result["eval/swap_consistency"]:.4f}'
 
 
 def variables_as_state(variables: dict) -> dict:
@@ -326,12 +342,17 @@ def variables_as_state(variables: dict) -> dict:
 
 
 def save_scores(workdir: str, result: dict, name: str = 'best_scores') -> None:
-  """Scores as the reference's `save_score` keeps them (sample name -> logits), as .npy + .json."""
+  """Scores as the reference's `save_score` keeps them (sample name -> logits), as .npy + .json.
+
+  The .json holds `sample_names` and `labels` (row i of the .npy is sample i), per-class
+  top-1 and the evaluation's `eval/*` scalars (`metrics`).
+  """
   np.save(os.path.join(workdir, f'{name}.npy'), result['scores'])
   with open(os.path.join(workdir, f'{name}.json'), 'w') as f:
     json.dump({'sample_names': result['sample_names'],
                'labels': np.asarray(result['labels']).tolist(),
-               'per_class_top1': [None if np.isnan(v) else float(v) for v in result['per_class_top1']]},
+               'per_class_top1': [None if np.isnan(v) else float(v) for v in result['per_class_top1']],
+               'metrics': {k: float(v) for k, v in result.items() if k.startswith('eval/')}},
               f)
 
 
