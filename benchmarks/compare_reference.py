@@ -148,7 +148,9 @@ def main(argv=None):
   parser.add_argument('--warmup', type=int, default=1)
   parser.add_argument('--threads', type=int, default=len(os.sched_getaffinity(0)))
   parser.add_argument('--out', default=None)
+  throughput.add_host_flag(parser)
   args = parser.parse_args(argv)
+  throughput.configure_host(args)
   if not os.path.isfile(os.path.join(args.reference_dir, 'model', 'ISTANet.py')):
     raise SystemExit(f'--reference_dir {args.reference_dir}: no model/ISTANet.py there')
   # XLA:CPU sizes its thread pool from the affinity mask; pin both frameworks to `threads`.

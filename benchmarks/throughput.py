@@ -217,7 +217,25 @@ def environment() -> dict:
       device_kind=devices[0].device_kind, device_count=len(devices),
       cpu_count=os.cpu_count(), affinity=len(os.sched_getaffinity(0)),
       platform=platform.platform(), processor=platform.processor(),
-      xla_flags=os.environ.get('XLA_FLAGS', ''), command=' '.join(sys.argv), git=_git_state())
+      xla_flags=os.environ.get('XLA_FLAGS', ''), command=' '.join(sys.argv), git=_git_state(),
+      host_defaults=_HOST_DEFAULTS[0])
+
+
+_HOST_DEFAULTS = [None]
+
+
+def add_host_flag(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument('--no_host_defaults', action='store_true',
+                      help='skip istanet_jax.host.configure() (XNNPACK, glibc allocator)')
+
+
+def configure_host(args) -> None:
+  """What the project's entry points do first; in this process it applies to torch too."""
+  if not args.no_host_defaults:
+    from istanet_jax import host
+    _HOST_DEFAULTS[0] = host.configure()
+  else:
+    _HOST_DEFAULTS[0] = {'xnnpack': False, 'malloc': False}
 
 
 def run(model_name: str, *, train_batch: Optional[int], eval_batches: list[int], dtype: str,
@@ -254,7 +272,9 @@ def main(argv=None):
   parser.add_argument('--peak_tflops', type=float, default=None,
                       help='the device\'s peak for MFU (e.g. 989 for an H100 bf16 dense)')
   parser.add_argument('--out', default=None, help='JSON path (default: print only)')
+  add_host_flag(parser)
   args = parser.parse_args(argv)
+  configure_host(args)
   eval_batches = [int(b) for b in args.eval_batches.split(',') if b]
   load_before = load_average()
   report = run(args.model, train_batch=args.batch, eval_batches=eval_batches, dtype=args.dtype,

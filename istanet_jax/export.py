@@ -456,6 +456,8 @@ def export(config: ml_collections.ConfigDict, checkpoint: str, fmt: str, out: st
 
 
 def main(argv=None) -> None:
+  from istanet_jax import host  # pylint: disable=g-import-not-at-top
+  host.configure()
   from absl import app, flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 

@@ -48,7 +48,7 @@ import numpy as np
 
 from data_pipelines import assembly101, h2o, ntu, sbu
 from data_pipelines.common import DataError
-from istanet_jax import adapters
+from istanet_jax import adapters, host
 
 FORMATS = ('ntu', 'sbu', 'h2o', 'assembly101', 'npy', 'pyskl')
 _SUFFIXES = (('.skeleton', 'ntu'), ('.txt', 'sbu'), ('.json', 'assembly101'), ('.npy', 'npy'),
@@ -514,6 +514,7 @@ def _run(fv, inputs: list) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """The command line; `argv` without the program name. Returns the exit code."""
+  host.configure()
   argv = list(sys.argv[1:] if argv is None else argv)
   if (argv and argv[0] in ('validate', 'fuse')) or any(a.startswith('--submission')
                                                        for a in argv):

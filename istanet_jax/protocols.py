@@ -40,6 +40,8 @@ from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from istanet_jax import host
+
 # The paper's top-1 (%) per benchmark, keyed by (dataset, label_key).
 PAPER_TOP1 = {
     ('ntu_mutual26/xsub', 'label'): (90.6, 'NTU Mutual 26 x-sub'),
@@ -639,15 +641,6 @@ def _train_flags(command: str):
   return fv
 
 
-def _enable_compilation_cache(path: str) -> None:
-  """Runs of a protocol compile the same programs: later runs load them from disk."""
-  import jax  # pylint: disable=g-import-not-at-top
-  os.makedirs(path, exist_ok=True)
-  jax.config.update('jax_compilation_cache_dir', path)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
-
-
 def _train_main(command: str, argv: Sequence[str]) -> int:
   from absl import flags  # pylint: disable=g-import-not-at-top
   from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
@@ -670,7 +663,7 @@ def _train_main(command: str, argv: Sequence[str]) -> int:
   if cache is None:
     cache = os.path.join(workdir, 'compilation_cache')
   if cache:
-    _enable_compilation_cache(cache)
+    host.enable_compilation_cache(cache)
   kwargs = dict(progress=True, class_names=fv['class_names'].value)
   if command == 'folds':
     try:
@@ -719,6 +712,7 @@ def _fuse_parser():
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+  host.configure()
   argv = list(sys.argv if argv is None else argv)
   if len(argv) < 2 or argv[1] in ('-h', '--help', '-help'):
     print(USAGE)

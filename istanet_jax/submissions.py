@@ -63,6 +63,8 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from istanet_jax import host
+
 KINDS = ('h2o', 'assembly101')
 H2O_MODALITY = 'train: hand+obj, test: hand+obj'
 H2O_NUM_CLASSES = 36
@@ -854,6 +856,7 @@ def _run_fuse(args) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """`argv` without the program name; returns the exit status."""
+  host.configure()
   argv = list(sys.argv[1:] if argv is None else argv)
   if not argv or argv[0] in ('-h', '--help'):
     print(_USAGE, end='')

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from istanet_jax import checkpoints, input_pipeline, optim, steps
+from istanet_jax import checkpoints, host, input_pipeline, optim, steps
 
 BATCH_KEYS = ('skeleton', 'label', 'index', 'mask')
 _COMPILATIONS = [0]
@@ -384,6 +384,7 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def main(argv=None) -> None:
+  host.configure()
   from absl import app, flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
@@ -395,6 +396,9 @@ def main(argv=None) -> None:
   flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (several hosts)')
   flags.DEFINE_integer('num_processes', None, 'number of processes (several hosts)')
   flags.DEFINE_integer('process_id', None, 'this process (several hosts)')
+  flags.DEFINE_string('compilation_cache_dir', host.default_cache_dir(),
+                      'persistent XLA cache: a rerun or resume loads its compiled steps from '
+                      'here (empty: none)')
   flags.mark_flags_as_required(['config', 'workdir'])
 
   def run(_):
@@ -403,6 +407,8 @@ def main(argv=None) -> None:
     f = flags.FLAGS
     if f.coordinator_address:
       jax.distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
+    if f.compilation_cache_dir:
+      host.enable_compilation_cache(f.compilation_cache_dir)
     if f.mode == 'train':
       result = train_and_evaluate(f.config, f.workdir)
       _say(f'best eval top-1 {result["best_top1"]:.4f} at epoch {result["best_epoch"]}')

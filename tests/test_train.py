@@ -288,7 +288,8 @@ def test_command_line_trains_resumes_and_evaluates(tmp_path):
   """The README's commands: the demo (runlocal), its rerun, and --mode eval."""
   workdir = tmp_path / 'demo'
   base = [sys.executable, '-m', 'istanet_jax.train', '--config', 'configs/demo.py:runlocal',
-          '--workdir', str(workdir), '--config.num_epoch=1']
+          '--workdir', str(workdir), '--config.num_epoch=1',
+          f'--compilation_cache_dir={tmp_path / "xla_cache"}']
 
   def run(*extra):
     done = subprocess.run(base + list(extra), cwd=REPO, capture_output=True, text=True,
@@ -299,6 +300,7 @@ def test_command_line_trains_resumes_and_evaluates(tmp_path):
   out = run()
   assert 'Writing a synthetic sbu raw tree' in out and 'best eval top-1' in out
   assert [m['epoch'] for m in train.read_metrics(str(workdir))] == [1, 1]
+  assert any((tmp_path / 'xla_cache').iterdir())  # compiled steps kept for the rerun
   assert 'Resuming from' in run()
   out = run('--mode', 'eval', '--checkpoint', str(workdir / 'best'))
   assert 'eval of' in out and (workdir / 'eval_scores.npy').exists()

@@ -1,0 +1,74 @@
+"""Process-wide settings that make XLA:CPU fast here; entry points call `configure()` first.
+
+Two settings, both measured on the NTU Mutual 26 model (benchmarks/README.md):
+
+* XNNPACK for XLA:CPU's matmuls (`--xla_cpu_use_xnnpack=true`, jax's default from 0.11 on):
+  the tall, narrow matmuls this model is made of run about 1.6x faster than with Eigen on
+  jax 0.10. Read when the first JAX backend starts, so `configure()` must come before.
+* glibc's allocator keeps freed memory instead of handing it back to the kernel (one arena,
+  no mmap-ed chunks, no trimming). XLA:CPU allocates each step's temporaries afresh: with
+  glibc's defaults every large buffer is a new mmap, so a batch-16 NTU eval step took ~1.6
+  million page faults, whose kernel time also serialises the compute threads. Memory the
+  process has used stays reserved for it (its RSS does not shrink after the peak step).
+
+Set ISTANET_HOST_DEFAULTS=0 to leave both alone; XLA_FLAGS naming xla_cpu_use_xnnpack wins.
+
+`enable_compilation_cache` keeps compiled programs on disk (JAX's persistent cache): a run
+that compiles what an earlier one did, e.g. a resumed or repeated training, loads them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+_XNNPACK = '--xla_cpu_use_xnnpack'
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+_done = []
+
+
+def configure() -> dict:
+  """Applies the settings above once per process; returns what was done (for benchmark logs)."""
+  if _done:
+    return _done[0]
+  applied = {'xnnpack': False, 'malloc': False}
+  if os.environ.get('ISTANET_HOST_DEFAULTS', '1') != '0':
+    flags = os.environ.get('XLA_FLAGS', '')
+    if _XNNPACK not in flags:
+      os.environ['XLA_FLAGS'] = f'{flags} {_XNNPACK}=true'.strip()
+      applied['xnnpack'] = True
+    applied['malloc'] = _keep_freed_memory()
+  _done.append(applied)
+  return applied
+
+
+def _keep_freed_memory() -> bool:
+  if not sys.platform.startswith('linux'):
+    return False
+  try:
+    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    mallopt = libc.mallopt
+  except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+    return False
+  mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+  # One arena: threads started later (XLA's, torch's) allocate from the main heap, which
+  # never returns memory (trim threshold -1 is SIZE_MAX to glibc) and never uses mmap.
+  return all(mallopt(param, value) == 1 for param, value in
+             ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)))
+
+
+def default_cache_dir() -> str:
+  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+  return os.path.join(base, 'istanet_jax', 'xla')
+
+
+def enable_compilation_cache(path: str) -> None:
+  """JAX's persistent compilation cache in `path`, for every program however fast it compiled."""
+  import jax  # pylint: disable=g-import-not-at-top
+  os.makedirs(path, exist_ok=True)
+  jax.config.update('jax_compilation_cache_dir', path)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
