@@ -130,26 +130,34 @@ def _peak_memory() -> dict:
   return {'process_peak_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
-def _time(fn, steps: int, warmup: int) -> tuple[float, list[float]]:
+def _time(fn, steps: int, warmup: int) -> tuple[float, list[float], float]:
+  """(first call s, timed step s, minor page faults per timed step).
+
+  The faults are the process's, so on CPU mostly the steps' fresh temporaries (see
+  istanet_jax/host.py).
+  """
   start = time.perf_counter()
   jax.block_until_ready(fn())
   first = time.perf_counter() - start
   for _ in range(warmup):
     jax.block_until_ready(fn())
   times = []
+  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   for _ in range(steps):
     start = time.perf_counter()
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - start)
-  return first, times
+  return first, times, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps
 
 
 def _summary(kind: str, batch: int, first: float, times: list[float], flops: Optional[float],
-             compile_s: float, peak_tflops: Optional[float]) -> dict:
+             compile_s: float, peak_tflops: Optional[float], faults: Optional[float] = None) -> dict:
   median = statistics.median(times)
   out = dict(kind=kind, batch=batch, compile_s=compile_s, first_call_s=first,
              first_step_incl_compile_s=compile_s + first, median_step_s=median,
              min_step_s=min(times), samples_per_s=batch / median, steps=len(times))
+  if faults is not None:
+    out['minor_page_faults_per_step'] = faults
   if flops is not None:
     out['flops_per_sample'] = flops / batch
     if peak_tflops:
@@ -179,15 +187,15 @@ def eval_caller(model, batch: int):
 def bench_train(model, batch: int, *, steps: int = 10, warmup: int = 2,
                 peak_tflops: Optional[float] = None) -> dict:
   call, flops, compile_s = train_caller(model, batch)
-  first, times = _time(call, steps, warmup)
-  return _summary('train', batch, first, times, flops, compile_s, peak_tflops)
+  first, times, faults = _time(call, steps, warmup)
+  return _summary('train', batch, first, times, flops, compile_s, peak_tflops, faults)
 
 
 def bench_eval(model, batch: int, *, steps: int = 10, warmup: int = 2,
                peak_tflops: Optional[float] = None) -> dict:
   call, flops, compile_s = eval_caller(model, batch)
-  first, times = _time(call, steps, warmup)
-  return _summary('eval', batch, first, times, flops, compile_s, peak_tflops)
+  first, times, faults = _time(call, steps, warmup)
+  return _summary('eval', batch, first, times, flops, compile_s, peak_tflops, faults)
 
 
 def load_average() -> list[float]:

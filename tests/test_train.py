@@ -235,13 +235,18 @@ def test_two_processes_train_like_one(data_dir, tmp_path, one_epoch_on_four_devi
   address = f'127.0.0.1:{_free_port()}'
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
              JAX_PLATFORMS='cpu')
+  # Output to files, not pipes: a worker blocked on a full pipe that nobody reads (while the
+  # other is waited for) would stall the collectives of both.
+  logs = [open(tmp_path / f'worker{i}.log', 'w+') for i in range(2)]  # pylint: disable=consider-using-with
   workers = [subprocess.Popen([sys.executable, '-c', WORKER, address, str(i), data_dir,
                                str(tmp_path / 'run'), str(REPO)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
-  outputs = [w.communicate(timeout=600)[0] for w in workers]
-  for w, out in zip(workers, outputs):
-    assert w.returncode == 0, out[-3000:]
+                              stdout=log, stderr=subprocess.STDOUT, text=True)
+             for i, log in enumerate(logs)]
+  for w, log in zip(workers, logs):
+    w.wait(timeout=600)
+    log.seek(0)
+    assert w.returncode == 0, log.read()[-3000:]
+    log.close()
   saved = np.load(tmp_path / 'run' / 'params.npz')
   ours = [saved[f'arr_{i}'] for i in range(len(saved.files))]
   _assert_trees(ours, _params(four), rtol=SHARDING_RTOL)
