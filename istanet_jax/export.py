@@ -236,13 +236,17 @@ def load_stablehlo(path: str) -> Callable:
 
 def verify_stablehlo(model: ISTANet, variables: dict, path: str,
                      batch_sizes: Sequence[int] = (2, 3)) -> list:
+  return _verify_batches(model, variables, path, load_stablehlo(path), RTOL, batch_sizes, '')
+
+
+def _verify_batches(model, variables, path, loaded, rtol, batch_sizes, where) -> list:
+  """Runs a reloaded export at several batch sizes against the in-memory model."""
   forward = jax.jit(forward_fn(model, variables))
-  loaded = load_stablehlo(path)
   lines = []
   for n in batch_sizes:
     x = random_batch(model, n, seed=n)
-    err = _compare(f'{path} (batch {n})', loaded(x), forward(x), RTOL)
-    lines.append(f'reloaded {path}: batch of {n} gives the in-memory logits '
+    err = _compare(f'{path} (batch {n})', loaded(x), forward(x), rtol)
+    lines.append(f'reloaded {path}{where}: batch of {n} gives the in-memory logits '
                  f'(max diff {err:.2g} of the largest logit)')
   return lines
 
@@ -350,15 +354,8 @@ def load_onnx(path: str) -> Callable:
 
 def verify_onnx(model: ISTANet, variables: dict, path: str,
                 batch_sizes: Sequence[int] = (2, 3)) -> list:
-  forward = jax.jit(forward_fn(model, variables))
-  loaded = load_onnx(path)
-  lines = []
-  for n in batch_sizes:
-    x = random_batch(model, n, seed=n)
-    err = _compare(f'{path} (batch {n})', loaded(x), forward(x), ONNX_RTOL)
-    lines.append(f'reloaded {path} in onnxruntime: batch of {n} gives the in-memory logits '
-                 f'(max diff {err:.2g} of the largest logit)')
-  return lines
+  return _verify_batches(model, variables, path, load_onnx(path), ONNX_RTOL, batch_sizes,
+                         ' in onnxruntime')
 
 
 # --------------------------------------------------------------------------- reference .pt
