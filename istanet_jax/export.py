@@ -34,7 +34,6 @@ import importlib
 import logging
 import os
 import sys
-import tempfile
 from typing import Callable, Optional, Sequence
 
 import flax
@@ -43,7 +42,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from istanet_jax import steps
+from istanet_jax import files, steps
 from istanet_jax.model import ISTANet, apply_model
 from istanet_jax.torch_compat import CheckpointMismatchError
 
@@ -192,17 +191,8 @@ def _compare(name: str, got, want, rtol: float) -> float:
 
 
 def _atomic_write(path: str, data: bytes) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  with files.atomic_path(path) as tmp, open(tmp, 'wb') as f:
+    f.write(data)
 
 
 # --------------------------------------------------------------------------- StableHLO

@@ -58,12 +58,11 @@ import dataclasses
 import json
 import os
 import sys
-import tempfile
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from istanet_jax import host
+from istanet_jax import files, host
 
 KINDS = ('h2o', 'assembly101')
 H2O_MODALITY = 'train: hand+obj, test: hand+obj'
@@ -92,18 +91,6 @@ def _results_prefix(task: str) -> str:
   return '{"task": ' + json.dumps(task) + ', "results": {'
 
 
-def _temp_beside(path: str) -> tuple[int, str]:
-  """A temporary file in `path`'s folder, with the permissions `open(path, 'w')` would give
-  (mkstemp makes it private)."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_', suffix='.json')
-  umask = os.umask(0)
-  os.umask(umask)
-  os.fchmod(fd, 0o666 & ~umask)
-  return fd, tmp
-
-
 class ResultsWriter:
   """Writes {"task": task, "results": {key: entry, ...}} one entry at a time.
 
@@ -114,8 +101,8 @@ class ResultsWriter:
 
   def __init__(self, path: str | os.PathLike, task: str = ASB_TASK):
     self.path = os.fspath(path)
-    fd, self._tmp = _temp_beside(self.path)
-    self._f = os.fdopen(fd, 'w', encoding='utf-8', buffering=1 << 20)
+    self._tmp = files.temp_beside(self.path, '.json')
+    self._f = open(self._tmp, 'w', encoding='utf-8', buffering=1 << 20)
     self._f.write(_results_prefix(task))
     self._keys: set[str] = set()
 
@@ -438,15 +425,8 @@ def write_h2o(config, variables: dict, out: str, split_ids: SplitIds, *, split: 
       labels[seg_id] = p + 1
   _check_complete(out, len(labels), split_ids)
   res = {'modality': H2O_MODALITY, **{str(k): labels[k] for k in sorted(labels)}}
-  fd, tmp = _temp_beside(out)
-  try:
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-      json.dump(res, f)
-    os.replace(tmp, out)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  with files.atomic_path(out, '.json') as tmp, open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(res, f)
   return {'entries': len(labels)}
 
 

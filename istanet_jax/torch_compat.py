@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import os
-import tempfile
 from typing import Any, Iterator, Mapping, Optional
 
 import flax
@@ -19,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from istanet_jax import files
 from istanet_jax.model import ISTANet
 
 REFERENCE_ARGS = ('window_size', 'num_classes', 'num_joints', 'num_frames', 'num_persons',
@@ -241,16 +241,8 @@ def save_pt(state_dict: Mapping[str, Any], path: str | os.PathLike) -> None:
   path = os.fspath(path)
   tensors = collections.OrderedDict(
       (k, torch.from_numpy(np.array(_as_numpy(v), order='C'))) for k, v in state_dict.items())
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_', suffix='.pt')
-  os.close(fd)
-  try:
+  with files.atomic_path(path, '.pt') as tmp:
     torch.save(tensors, tmp)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def load_reference_checkpoint(path: str | os.PathLike, model_args: Mapping[str, Any],

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from istanet_jax import checkpoints, host, input_pipeline, optim, steps
+from istanet_jax import checkpoints, files, host, input_pipeline, optim, steps
 
 BATCH_KEYS = ('skeleton', 'label', 'index', 'mask')
 _COMPILATIONS = [0]
@@ -59,9 +59,8 @@ class MetricWriter:
       # A resumed run repeats what followed its checkpoint: drop those lines, keep the rest.
       with open(self.path) as f:
         lines = [l for l in f if l.strip() and json.loads(l).get('epoch', 0) <= keep_until_epoch]
-      with open(self.path + '.tmp', 'w') as f:
+      with files.atomic_path(self.path) as tmp, open(tmp, 'w') as f:
         f.writelines(lines)
-      os.replace(self.path + '.tmp', self.path)
     elif keep_until_epoch is None and os.path.exists(self.path):
       os.remove(self.path)
     try:
