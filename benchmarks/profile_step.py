@@ -1,0 +1,185 @@
+r"""Where a train or eval step's time goes, per XLA operation kind and per model layer.
+
+  python -m benchmarks.profile_step --model ntu26 --kind train --batch 16 \
+      --out benchmarks/results/cpu_ntu26_profile_train.json
+
+Runs the step of `benchmarks.throughput` (warm, after compilation) under `jax.profiler`, with
+XLA:CPU's per-operation trace events on, and adds up the events' durations by the compiled HLO
+instruction each one ran: by category (`gemm`: dot, convolution, and fusions or custom calls
+holding one; `elementwise`: other fusions; `copy`: copies and transposes; `concatenate`, `pad`,
+`reduce`, ...) and by layer (the `blocks.3/proj` part of the instruction's `op_name`, with the
+final path element dropped, so `proj/0` is the conv and `proj/1` its BatchNorm). Also the top
+instructions. Durations are summed over threads: where XLA runs operations in parallel, the sum
+exceeds the step's wall time (`wall_s`). On GPU the same events come from the device tracer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+
+if __package__ in (None, ''):
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+_TRACEME_FLAG = '--xla_cpu_enable_xprof_traceme=true'
+_INSTRUCTION = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*.*?\s([a-z][\w\-]*)\((.*)$')
+_CALLS = re.compile(r'calls=%?([\w.\-]+)')
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+_COMPUTATION = re.compile(r'^\s*(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$')
+_GEMM_OPS = {'dot', 'convolution'}
+
+
+def parse_hlo(text: str) -> dict:
+  """{instruction: (opcode, op_name, called computations)} and {computation: opcodes inside}."""
+  instructions, computations, current = {}, collections.defaultdict(set), None
+  for line in text.splitlines():
+    header = _COMPUTATION.match(line)
+    if header and '=' not in line.split('{')[0]:
+      current = header.group(1)
+      continue
+    m = _INSTRUCTION.match(line)
+    if not m:
+      continue
+    name, opcode, rest = m.groups()
+    op_name = _OP_NAME.search(rest)
+    instructions[name] = (opcode, op_name.group(1) if op_name else '', _CALLS.findall(rest))
+    if current:
+      computations[current].add(opcode)
+  return dict(instructions=instructions, computations=computations)
+
+
+def category(name: str, hlo: dict) -> str:
+  opcode, _, calls = hlo['instructions'].get(name, ('unknown', '', []))
+  inside = set().union(*(hlo['computations'].get(c, set()) for c in calls)) if calls else set()
+  if opcode in _GEMM_OPS or inside & _GEMM_OPS:
+    return 'gemm'
+  if opcode == 'custom-call':
+    return 'custom-call'
+  if opcode == 'fusion':
+    if inside & {'transpose', 'copy'} and not inside - {'transpose', 'copy', 'bitcast',
+                                                       'parameter', 'reshape'}:
+      return 'copy'
+    if 'concatenate' in inside:
+      return 'concatenate'
+    if 'pad' in inside:
+      return 'pad'
+    if 'reduce' in inside:
+      return 'reduce'
+    return 'elementwise'
+  if opcode in ('copy', 'transpose'):
+    return 'copy'
+  return opcode
+
+
+def layer(op_name: str) -> str:
+  """'jit(f)/.../blocks.3/proj/0/conv...' -> 'blocks.*/proj/0' (blocks pooled), else a stage."""
+  parts = [p for p in op_name.split('/') if p]
+  for i, part in enumerate(parts):
+    if part.startswith('blocks.'):
+      inner = [p for p in parts[i + 1:] if not p.startswith(('jvp(', 'transpose(', 'vmap(', 'jit('))]
+      return '/'.join(['blocks.*'] + inner[:2]) if inner else 'blocks.*'
+    if part in ('embed', 'fc'):
+      return part
+  if any(p.startswith('transpose(') for p in parts):
+    return 'backward (other)'
+  return 'other'
+
+
+def summarise(events: list[dict], hlo: dict, top: int = 25) -> dict:
+  by_category, by_layer, by_op = (collections.Counter() for _ in range(3))
+  for e in events:
+    name, seconds = e['name'], e['dur'] * 1e-6
+    by_category[category(name, hlo)] += seconds
+    by_layer[layer(hlo['instructions'].get(name, ('', '', []))[1])] += seconds
+    by_op[name] += seconds
+  total = sum(by_category.values())
+  rows = lambda counter: {k: dict(seconds=round(v, 4), share=round(v / total, 4))
+                          for k, v in counter.most_common()}
+  ops = {}
+  for name, seconds in by_op.most_common(top):
+    opcode, op_name, _ = hlo['instructions'].get(name, ('unknown', '', []))
+    ops[name] = dict(seconds=round(seconds, 4), category=category(name, hlo), opcode=opcode,
+                     op_name=op_name)
+  return dict(op_seconds_total=round(total, 4), by_category=rows(by_category),
+              by_layer=rows(by_layer), top_ops=ops)
+
+
+def trace_events(trace_dir: str) -> list[dict]:
+  """The XLA operation events (those naming an `hlo_op`) of the newest trace in trace_dir."""
+  paths = sorted(glob.glob(os.path.join(trace_dir, '**', '*.trace.json.gz'), recursive=True))
+  if not paths:
+    raise RuntimeError(f'jax.profiler wrote no trace under {trace_dir}')
+  with gzip.open(paths[-1]) as f:
+    data = json.load(f)
+  events = data['traceEvents'] if isinstance(data, dict) else data
+  return [dict(name=e['args']['hlo_op'], dur=e['dur']) for e in events
+          if e.get('ph') == 'X' and 'hlo_op' in e.get('args', {})]
+
+
+def profile(model_name: str, kind: str, batch: int, dtype: str = 'float32',
+            trace_dir: str | None = None, gemm: str = 'xla') -> dict:
+  import jax
+  from benchmarks import throughput
+  model = throughput.make_model(model_name, dtype, gemm)
+  variables, opt_state, x, y, train_step, eval_step = throughput.make_steps(model, batch)
+  if kind == 'train':
+    jitted, args = train_step, (variables, opt_state, x, y)
+  else:
+    jitted, args = eval_step, (variables, x)
+  compiled = jitted.lower(*args).compile()
+  hlo = parse_hlo(compiled.as_text())
+  if kind == 'train':
+    state = list(compiled(*args)[:2])  # the step donates its state: carry it along
+
+    def call():
+      state[0], state[1], loss = compiled(state[0], state[1], x, y)
+      return loss
+  else:
+    call = lambda: compiled(variables, x)
+  jax.block_until_ready(call())  # warm: allocator, thread pool
+  with tempfile.TemporaryDirectory() as tmp:
+    trace_dir = trace_dir or tmp
+    start = time.perf_counter()
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+      out = call()
+      jax.block_until_ready(out)
+    wall = time.perf_counter() - start
+    events = trace_events(trace_dir)
+  report = dict(model=model_name, kind=kind, batch=batch, dtype=dtype, gemm=gemm,
+                wall_s=round(wall, 4),
+                **summarise(events, hlo), environment=throughput.environment())
+  return report
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--model', default='small', choices=sorted(__import__(
+      'benchmarks.throughput', fromlist=['MODEL_ARGS']).MODEL_ARGS))
+  parser.add_argument('--kind', default='train', choices=['train', 'eval'])
+  parser.add_argument('--batch', type=int, default=16)
+  parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
+  parser.add_argument('--out', default=None)
+  parser.add_argument('--gemm', default='xla', choices=['auto', 'xla', 'blas'])
+  parser.add_argument('--trace_dir', default=None,
+                      help='keep the profiler trace there (TensorBoard / Perfetto)')
+  from benchmarks import throughput
+  throughput.add_host_flag(parser)
+  args = parser.parse_args(argv)
+  if _TRACEME_FLAG.split('=')[0] not in os.environ.get('XLA_FLAGS', ''):
+    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + _TRACEME_FLAG).strip()
+  throughput.configure_host(args)
+  report = profile(args.model, args.kind, args.batch, args.dtype, args.trace_dir, args.gemm)
+  report['command'] = ' '.join(['python -m benchmarks.profile_step'] + (argv or sys.argv[1:]))
+  throughput.write_report(report, args.out)
+
+
+if __name__ == '__main__':
+  main()
