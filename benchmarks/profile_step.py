@@ -9,8 +9,11 @@ instruction each one ran: by category (`gemm`: dot, convolution, and fusions or 
 holding one; `elementwise`: other fusions; `copy`: copies and transposes; `concatenate`, `pad`,
 `reduce`, ...) and by layer (the `blocks.3/proj` part of the instruction's `op_name`, with the
 final path element dropped, so `proj/0` is the conv and `proj/1` its BatchNorm). Also the top
-instructions. Durations are summed over threads: where XLA runs operations in parallel, the sum
-exceeds the step's wall time (`wall_s`). On GPU the same events come from the device tracer.
+instructions. An operation's time is its trace event plus any following stretch in which no
+operation's event is open (XLA:CPU's Eigen matmuls end their event when the work is handed to
+the thread pool; the pool's work fills that stretch). Times are summed over threads: where XLA
+runs operations in parallel the sum exceeds the traced span (`ops_span_s`). `wall_s` is the
+traced call, profiler start and stop included.
 """
 
 from __future__ import annotations
@@ -93,9 +96,23 @@ def layer(op_name: str) -> str:
   return 'other'
 
 
+def attribute_gaps(events: list[dict]) -> list[dict]:
+  """Each event's duration plus the idle stretch after it when it was the last to end."""
+  events = sorted(events, key=lambda e: e['ts'])
+  out = [dict(e) for e in events]
+  end, owner = None, None
+  for i, e in enumerate(events):
+    if end is not None and e['ts'] > end:
+      out[owner]['dur'] += e['ts'] - end
+    if end is None or e['ts'] + e['dur'] > end:
+      end, owner = e['ts'] + e['dur'], i
+  return out
+
+
 def summarise(events: list[dict], hlo: dict, top: int = 25) -> dict:
   by_category, by_layer, by_op = (collections.Counter() for _ in range(3))
-  for e in events:
+  span = (max(e['ts'] + e['dur'] for e in events) - min(e['ts'] for e in events)) * 1e-6
+  for e in attribute_gaps(events):
     name, seconds = e['name'], e['dur'] * 1e-6
     by_category[category(name, hlo)] += seconds
     by_layer[layer(hlo['instructions'].get(name, ('', '', []))[1])] += seconds
@@ -108,7 +125,8 @@ def summarise(events: list[dict], hlo: dict, top: int = 25) -> dict:
     opcode, op_name, _ = hlo['instructions'].get(name, ('unknown', '', []))
     ops[name] = dict(seconds=round(seconds, 4), category=category(name, hlo), opcode=opcode,
                      op_name=op_name)
-  return dict(op_seconds_total=round(total, 4), by_category=rows(by_category),
+  return dict(ops_span_s=round(span, 4), op_seconds_total=round(total, 4),
+              by_category=rows(by_category),
               by_layer=rows(by_layer), top_ops=ops)
 
 
@@ -120,15 +138,15 @@ def trace_events(trace_dir: str) -> list[dict]:
   with gzip.open(paths[-1]) as f:
     data = json.load(f)
   events = data['traceEvents'] if isinstance(data, dict) else data
-  return [dict(name=e['args']['hlo_op'], dur=e['dur']) for e in events
+  return [dict(name=e['args']['hlo_op'], ts=e['ts'], dur=e['dur']) for e in events
           if e.get('ph') == 'X' and 'hlo_op' in e.get('args', {})]
 
 
 def profile(model_name: str, kind: str, batch: int, dtype: str = 'float32',
-            trace_dir: str | None = None, gemm: str = 'xla') -> dict:
+            trace_dir: str | None = None) -> dict:
   import jax
   from benchmarks import throughput
-  model = throughput.make_model(model_name, dtype, gemm)
+  model = throughput.make_model(model_name, dtype)
   variables, opt_state, x, y, train_step, eval_step = throughput.make_steps(model, batch)
   if kind == 'train':
     jitted, args = train_step, (variables, opt_state, x, y)
@@ -153,8 +171,7 @@ def profile(model_name: str, kind: str, batch: int, dtype: str = 'float32',
       jax.block_until_ready(out)
     wall = time.perf_counter() - start
     events = trace_events(trace_dir)
-  report = dict(model=model_name, kind=kind, batch=batch, dtype=dtype, gemm=gemm,
-                wall_s=round(wall, 4),
+  report = dict(model=model_name, kind=kind, batch=batch, dtype=dtype, wall_s=round(wall, 4),
                 **summarise(events, hlo), environment=throughput.environment())
   return report
 
@@ -167,7 +184,6 @@ def main(argv=None):
   parser.add_argument('--batch', type=int, default=16)
   parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
   parser.add_argument('--out', default=None)
-  parser.add_argument('--gemm', default='xla', choices=['auto', 'xla', 'blas'])
   parser.add_argument('--trace_dir', default=None,
                       help='keep the profiler trace there (TensorBoard / Perfetto)')
   from benchmarks import throughput
@@ -176,7 +192,7 @@ def main(argv=None):
   if _TRACEME_FLAG.split('=')[0] not in os.environ.get('XLA_FLAGS', ''):
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + _TRACEME_FLAG).strip()
   throughput.configure_host(args)
-  report = profile(args.model, args.kind, args.batch, args.dtype, args.trace_dir, args.gemm)
+  report = profile(args.model, args.kind, args.batch, args.dtype, args.trace_dir)
   report['command'] = ' '.join(['python -m benchmarks.profile_step'] + (argv or sys.argv[1:]))
   throughput.write_report(report, args.out)
 

@@ -72,10 +72,10 @@ def _model_args(name: str) -> dict:
   return json.loads(json.dumps(config))  # tuples -> lists, as the reference's YAML gives
 
 
-def make_model(name: str, dtype: str = 'float32', gemm: str = 'xla'):
+def make_model(name: str, dtype: str = 'float32'):
   from istanet_jax import torch_compat
   compute = {'float32': None, 'bfloat16': jnp.bfloat16}[dtype]
-  return torch_compat.model_from_reference_args(_model_args(name), dtype=compute, gemm=gemm)
+  return torch_compat.model_from_reference_args(_model_args(name), dtype=compute)
 
 
 def make_steps(model, batch: int, *, lr: float = 0.1, weight_decay: float = 4e-4, seed: int = 0):
@@ -247,17 +247,15 @@ def configure_host(args) -> None:
 
 
 def run(model_name: str, *, train_batch: Optional[int], eval_batches: list[int], dtype: str,
-        steps: int, warmup: int, peak_tflops: Optional[float], gemm: str = 'xla') -> dict:
-  model = make_model(model_name, dtype, gemm)
+        steps: int, warmup: int, peak_tflops: Optional[float]) -> dict:
+  model = make_model(model_name, dtype)
   results = []
   if train_batch:
     results.append(bench_train(model, train_batch, steps=steps, warmup=warmup,
                                peak_tflops=peak_tflops))
   for b in eval_batches:
     results.append(bench_eval(model, b, steps=steps, warmup=warmup, peak_tflops=peak_tflops))
-  from istanet_jax import model as model_lib
-  gemm_used = 'blas' if model_lib.use_blas(gemm, jnp.float32 if dtype == 'float32' else dtype) else 'xla'
-  return dict(framework='jax', model=model_name, dtype=dtype, gemm=gemm_used, results=results,
+  return dict(framework='jax', model=model_name, dtype=dtype, results=results,
               memory=_peak_memory(), environment=environment())
 
 
@@ -282,15 +280,13 @@ def main(argv=None):
   parser.add_argument('--peak_tflops', type=float, default=None,
                       help='the device\'s peak for MFU (e.g. 989 for an H100 bf16 dense)')
   parser.add_argument('--out', default=None, help='JSON path (default: print only)')
-  parser.add_argument('--gemm', default='xla', choices=['auto', 'xla', 'blas'],
-                      help='the float32 convolutions\' matmuls (see istanet_jax.cpu_gemm)')
   add_host_flag(parser)
   args = parser.parse_args(argv)
   configure_host(args)
   eval_batches = [int(b) for b in args.eval_batches.split(',') if b]
   load_before = load_average()
   report = run(args.model, train_batch=args.batch, eval_batches=eval_batches, dtype=args.dtype,
-               steps=args.steps, warmup=args.warmup, peak_tflops=args.peak_tflops, gemm=args.gemm)
+               steps=args.steps, warmup=args.warmup, peak_tflops=args.peak_tflops)
   report['load_average'] = dict(before=load_before, after=load_average())
   write_report(report, args.out)
 

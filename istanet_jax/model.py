@@ -36,8 +36,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from istanet_jax import cpu_gemm
-
 Dtype = Any
 LEAKY_SLOPE = 0.1  # nn.LeakyReLU(0.1) everywhere in the reference.
 
@@ -104,53 +102,39 @@ def _matmul(x, w, precision):
   return y.reshape(*x.shape[:-1], w.shape[-1])
 
 
-def _sequences(x, axis):
-  """(N, A, B, C, I) -> (P, L, R, I): P sequences of length L along `axis`, R rows per step."""
-  n, a, b, c, i = x.shape
-  return x.reshape(n, a, b * c, i) if axis == 1 else x.reshape(n * a, b, c, i)
-
-
-def _conv_impl(x, w, axis, precision, blas):
+def _conv_impl(x, w, axis, precision):
   """Zero-padded 'same' cross-correlation of x (N, A, B, C, I) along axis 1 or 2, w (k, I, O).
 
-  Runs as a 2-D NHWC convolution (XLA:CPU's forward convolutions are fast, its backward ones
-  are not, see `_conv_along`) or, with `blas`, as `cpu_gemm.conv1d`.
+  Runs as a 2-D NHWC convolution: XLA:CPU's forward convolutions are fast, its backward ones
+  are not (see `_conv_along`).
   """
-  x4 = _sequences(x, axis)
+  n, a, b, c, i = x.shape
+  x4 = x.reshape(n, a, b * c, i) if axis == 1 else x.reshape(n * a, b, c, i)
   k = w.shape[0]
-  if blas:
-    y = cpu_gemm.conv1d(x4, w)
-  else:
-    y = jax.lax.conv_general_dilated(
-        x4, w[:, None], window_strides=(1, 1), padding=[((k - 1) // 2,) * 2, (0, 0)],
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=precision)
-  return y.reshape(*x.shape[:4], w.shape[-1])
+  y = jax.lax.conv_general_dilated(
+      x4, w[:, None], window_strides=(1, 1), padding=[((k - 1) // 2,) * 2, (0, 0)],
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=precision)
+  return y.reshape(n, a, b, c, w.shape[-1])
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv_along(x, w, axis, precision, blas):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_along(x, w, axis, precision):
   """A 1-D convolution along axis 1 or 2 of a 5-D channels-last array, hand-made backward.
 
   XLA:CPU differentiates a convolution into layout transposes and a slow weight-gradient
   convolution. Here the k shifted copies of the output gradient, stacked along channels (dz),
-  give both gradients as one matmul each: the input's dz @ w^T, the weight's dz^T @ x. With
-  `blas` (float32 on the CPU) all three are `cpu_gemm` calls, which read the shifts in place.
+  give both gradients as one matmul each: the input's dz @ w^T, the weight's dz^T @ x.
   """
-  return _conv_impl(x, w, axis, precision, blas)
+  return _conv_impl(x, w, axis, precision)
 
 
-def _conv_along_fwd(x, w, axis, precision, blas):
-  return _conv_impl(x, w, axis, precision, blas), (x, w)
+def _conv_along_fwd(x, w, axis, precision):
+  return _conv_impl(x, w, axis, precision), (x, w)
 
 
-def _conv_along_bwd(axis, precision, blas, residuals, dy):
+def _conv_along_bwd(axis, precision, residuals, dy):
   x, w = residuals
   k, i, o = w.shape
-  if blas:
-    x4, dy4 = _sequences(x, axis), _sequences(dy.astype(x.dtype), axis)
-    # The input gradient is the convolution of dy with the flipped, transposed kernel.
-    dx = cpu_gemm.conv1d(dy4, jnp.flip(w, 0).swapaxes(1, 2)).reshape(x.shape)
-    return dx, cpu_gemm.conv1d_weight_grad(x4, dy4, k).astype(w.dtype)
   # dz[..., q, ..., j, :] = dy[..., q - j + (k - 1) // 2, ..., :], zero outside: y = sum_j of
   # x @ w[j] shifted by j, so both gradients are single matmuls with dz.
   length = x.shape[axis]
@@ -169,18 +153,6 @@ def _conv_along_bwd(axis, precision, blas, residuals, dy):
 _conv_along.defvjp(_conv_along_fwd, _conv_along_bwd)
 
 
-GEMMS = ('auto', 'xla', 'blas')
-
-
-def use_blas(gemm: str, dtype) -> bool:
-  """Whether `gemm` ('auto', 'xla', 'blas') runs this dtype's convolutions on `cpu_gemm`."""
-  if gemm not in GEMMS:
-    raise ValueError(f'gemm must be one of {GEMMS}, got {gemm!r}')
-  if jnp.dtype(dtype) != jnp.float32 or gemm == 'xla':
-    return False
-  return gemm == 'blas' or cpu_gemm.use_by_default()
-
-
 class Conv3d(nn.Module):
   """nn.Conv3d(in, out, kernel, padding=(k-1)//2) on (N, U, Tw, JE, C) with kernel (kt, kj, ku).
 
@@ -189,9 +161,7 @@ class Conv3d(nn.Module):
   each its own matmul (the attention's q and k per head), so no slice of the output is copied.
 
   The reference only uses 1x1x1 (a matmul, `_matmul`), (1,1,ku) over tokens and (kt,1,1) over
-  the window's frames (`_conv_along`); anything else runs as a general 3-D conv. `gemm` picks
-  the matmuls of the first two kinds in float32: 'xla', 'blas' (`cpu_gemm`) or 'auto' (blas
-  on a single CPU device where it loads, see `cpu_gemm.use_by_default`).
+  the window's frames (`_conv_along`); anything else runs as a general 3-D conv.
   """
   features: int
   kernel_size: Sequence[int] = (1, 1, 1)
@@ -199,7 +169,6 @@ class Conv3d(nn.Module):
   param_dtype: Dtype = jnp.float32
   precision: Any = None
   splits: int = 1
-  gemm: str = 'xla'
 
   @nn.compact
   def __call__(self, x):
@@ -213,13 +182,12 @@ class Conv3d(nn.Module):
     dtype = self.dtype or jnp.result_type(*xs, weight)
     xs = [xi.astype(dtype) for xi in xs]
     weight, bias = weight.astype(dtype), bias.astype(dtype)
-    blas = use_blas(self.gemm, dtype)
     if (kt, kj, ku) == (1, 1, 1):
       cols, w = (xs[0] if len(xs) == 1 else jnp.concatenate(xs, -1)), weight[0, 0, 0]
     elif kj == 1 and min(kt, ku) == 1:
       xc = xs[0] if len(xs) == 1 else jnp.concatenate(xs, -1)
       y = _conv_along(xc, weight.reshape(max(kt, ku), in_features, self.features),
-                      2 if kt > 1 else 1, self.precision, blas) + bias
+                      2 if kt > 1 else 1, self.precision) + bias
       return jnp.split(y, self.splits, axis=-1) if self.splits > 1 else y
     else:
       xc = xs[0] if len(xs) == 1 else jnp.concatenate(xs, -1)
@@ -229,14 +197,10 @@ class Conv3d(nn.Module):
           dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'), precision=self.precision)
       y = y + bias
       return jnp.split(y, self.splits, axis=-1) if self.splits > 1 else y
-    if blas:
-      matmul = lambda x, w, precision: _conv_along(x, w[None], 1, precision, True)
-    else:
-      matmul = _matmul
     if self.splits == 1:
-      return matmul(cols, w, self.precision) + bias
+      return _matmul(cols, w, self.precision) + bias
     width = self.features // self.splits
-    return [matmul(cols, w[:, i * width:(i + 1) * width], self.precision)
+    return [_matmul(cols, w[:, i * width:(i + 1) * width], self.precision)
             + bias[i * width:(i + 1) * width] for i in range(self.splits)]
 
 
@@ -340,12 +304,11 @@ class ConvBN(nn.Module):
   dtype: Optional[Dtype] = None
   precision: Any = None
   bn_group_size: Optional[int] = None
-  gemm: str = 'xla'
 
   @nn.compact
   def __call__(self, x, train: bool):
     x = Conv3d(self.features, tuple(self.kernel_size), dtype=self.dtype,
-               precision=self.precision, gemm=self.gemm, name='0')(x)
+               precision=self.precision, name='0')(x)
     return BatchNorm(dtype=self.dtype, group_size=self.bn_group_size, name='1')(x, train)
 
 
@@ -380,7 +343,6 @@ class TSABlock(nn.Module):
   dtype: Optional[Dtype] = None
   precision: Any = None
   bn_group_size: Optional[int] = None
-  gemm: str = 'xla'
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -389,7 +351,7 @@ class TSABlock(nn.Module):
     k_t, k_u = self.kernel_size
     conv_bn = lambda features, kernel, name: ConvBN(
         features, kernel, dtype=self.dtype, precision=self.precision,
-        bn_group_size=self.bn_group_size, gemm=self.gemm, name=name)
+        bn_group_size=self.bn_group_size, name=name)
 
     xa = x
     if self.use_pes:
@@ -397,7 +359,7 @@ class TSABlock(nn.Module):
       xa = x + jnp.moveaxis(pe, 3, 1).astype(x.dtype)
     # Output channels are (q/k, head, d) as the reference's view(N, 2, H, d, ...).
     qk = Conv3d(2 * h * d, dtype=self.dtype, precision=self.precision, splits=2 * h,
-                gemm=self.gemm, name='to_qkvs')(xa)
+                name='to_qkvs')(xa)
     alpha = self.param('alpha', nn.initializers.ones, (1, h, 1, 1))
     m = self.param('M', nn.initializers.constant(1.0 / self.num_tokens), (1, h, u, u))
     logits = jnp.stack([
@@ -431,8 +393,7 @@ class ISTANet(nn.Module):
 
   Logits are float32 whatever `dtype` (the compute dtype; None follows the inputs and
   parameters, e.g. float64 for parity checks). Parameters are created in float32.
-  `bn_group_size` switches on ghost batch norm (see `BatchNorm`). `gemm` picks how the float32
-  convolutions multiply ('auto', 'xla', 'blas': see `Conv3d`); exports use 'xla'.
+  `bn_group_size` switches on ghost batch norm (see `BatchNorm`).
   """
   window_size: Sequence[int]
   num_classes: int
@@ -449,7 +410,6 @@ class ISTANet(nn.Module):
   dtype: Optional[Dtype] = None
   precision: Any = None
   bn_group_size: Optional[int] = None
-  gemm: str = 'xla'
 
   def __post_init__(self):
     if len(self.window_size) != 3 or min(self.window_size) < 1:
@@ -457,8 +417,6 @@ class ISTANet(nn.Module):
     if len(self.kernel_size) != 2 or any(k < 1 or k % 2 == 0 for k in self.kernel_size):
       # An even kernel shortens the sequence by one and the reference's residual add fails.
       raise ValueError(f'kernel_size must be two odd ints (k_t, k_u), got {self.kernel_size}')
-    if self.gemm not in GEMMS:
-      raise ValueError(f'gemm must be one of {GEMMS}, got {self.gemm!r}')
     if not self.config:
       raise ValueError('config must list at least one block as (in_channels, out_channels, qkv_dim)')
     for i, (cin, _, _) in enumerate(self.config[1:], 1):
@@ -485,14 +443,14 @@ class ISTANet(nn.Module):
     # Token-major (N, U, Tw, JE, C) inside the network (see TSABlock).
     x = jnp.moveaxis(window_partition(x, self.window_size), 3, 1)
     x = ConvBN(self.config[0][0], dtype=self.dtype, precision=self.precision,
-               bn_group_size=self.bn_group_size, gemm=self.gemm, name='embed')(x, train)
+               bn_group_size=self.bn_group_size, name='embed')(x, train)
     x = leaky_relu(x)
     for i, (cin, cout, qkv_dim) in enumerate(self.config):
       x = TSABlock(cin, cout, qkv_dim, window_size=tuple(self.window_size),
                    num_tokens=self.num_tokens, num_heads=self.num_heads,
                    kernel_size=tuple(self.kernel_size), use_pes=self.use_pes,
                    att_drop=self.att_drop, dtype=self.dtype, precision=self.precision,
-                   bn_group_size=self.bn_group_size, gemm=self.gemm, name=f'blocks.{i}')(x, train)
+                   bn_group_size=self.bn_group_size, name=f'blocks.{i}')(x, train)
     x = x.astype(jnp.promote_types(x.dtype, jnp.float32)).mean(axis=(1, 2, 3))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return Linear(self.num_classes, precision=self.precision, name='fc')(x)

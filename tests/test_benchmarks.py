@@ -32,3 +32,41 @@ def test_gemm_reports_every_backend(tmp_path, capsys):
     assert set(figures) == set(gemm.shapes(64)), (backend, figures)
     assert all(v > 0 for v in figures.values())
   capsys.readouterr()
+
+
+def test_profile_step_attributes_time_to_categories_and_layers(tmp_path, capsys):
+  from benchmarks import profile_step
+  out = tmp_path / 'profile.json'
+  profile_step.main(['--model', 'small', '--kind', 'train', '--batch', '2', '--out', str(out)])
+  report = json.loads(out.read_text())
+  capsys.readouterr()
+  total = report['op_seconds_total']
+  assert total > 0
+  assert abs(sum(v['seconds'] for v in report['by_category'].values()) - total) < 1e-3
+  assert report['by_category']['gemm']['seconds'] > 0
+  # The proj conv's forward and backward land in one layer row.
+  assert 'blocks.*/proj/0' in report['by_layer']
+  assert any('/proj/0/' in op['op_name'] for op in report['top_ops'].values())
+
+
+def test_profile_gaps_go_to_the_operation_that_ended_last():
+  from benchmarks import profile_step
+  events = [dict(name='dot', ts=0, dur=2), dict(name='add', ts=1, dur=4),
+            dict(name='mul', ts=10, dur=1)]
+  got = {e['name']: e['dur'] for e in profile_step.attribute_gaps(events)}
+  # 5..10 is idle after 'add' (the last to end): an Eigen matmul's pool work looks like this.
+  assert got == {'dot': 2, 'add': 9, 'mul': 1}
+
+
+def test_profile_categories_from_compiled_hlo():
+  import jax
+  import jax.numpy as jnp
+  from benchmarks import profile_step
+  f = jax.jit(lambda a, b: (jnp.tanh(a @ b), jnp.concatenate([a, b]).sum(0)))
+  x = jnp.ones((8, 8))
+  hlo = profile_step.parse_hlo(f.lower(x, x).compile().as_text())
+  cats = {profile_step.category(n, hlo) for n in hlo['instructions']}
+  assert 'gemm' in cats
+  assert profile_step.layer('jit(f)/transpose(jvp(ISTANet))/blocks.3/proj/0/dot_general') == \
+      'blocks.*/proj/0'
+  assert profile_step.layer('jit(f)/jvp(ISTANet)/embed/0/conv') == 'embed'
