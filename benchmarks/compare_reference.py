@@ -9,7 +9,9 @@ mode, `LabelSmoothingCrossEntropy`, backward, `torch.optim.SGD(momentum=0.9, nes
 weight_decay=...)` step; eval is the forward under `torch.no_grad()` in eval mode. Torch and
 XLA use `--threads` threads each (default: the cores this process may run on). The two never
 run at once, but their timed steps alternate, so that both see the same background load on a
-shared machine. Ratios are ours over the reference's samples/s (>1: we are faster) and our
+shared machine. `--dtype bfloat16` runs ours in bf16 (float32 parameters and statistics)
+against the reference in float32, as it trains; `--reference_autocast` runs the reference
+under `torch.autocast(dtype=torch.bfloat16)` (the quick bf16 a PyTorch user gets). Ratios are ours over the reference's samples/s (>1: we are faster) and our
 latency over theirs (<1: we are faster). The process's peak RSS covers both frameworks.
 """
 
@@ -45,10 +47,14 @@ def _summary(kind, batch, first, times):
 
 def reference_callers(reference_dir: str, model_name: str, *, train_batch: Optional[int],
                       eval_batches: list[int], threads: int, lr: float = 0.1,
-                      weight_decay: float = 4e-4) -> dict:
-  """{(kind, batch): call} for the reference; each call runs one step."""
+                      weight_decay: float = 4e-4, autocast: bool = False) -> dict:
+  """{(kind, batch): call} for the reference; each call runs one step (under bf16 autocast on
+  the CPU with `autocast`)."""
+  import contextlib  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
+  amp = ((lambda: torch.autocast('cpu', dtype=torch.bfloat16)) if autocast
+         else contextlib.nullcontext)
   torch.set_num_threads(threads)
   args = dict(throughput._model_args(model_name))  # pylint: disable=protected-access
   model, loss_fn = _reference_model(reference_dir, args)
@@ -65,7 +71,8 @@ def reference_callers(reference_dir: str, model_name: str, *, train_batch: Optio
     def train_step():
       model.train()
       opt.zero_grad()
-      loss = loss_fn(model(x), y)
+      with amp():
+        loss = loss_fn(model(x), y)
       loss.backward()
       opt.step()
       return loss.item()
@@ -75,14 +82,15 @@ def reference_callers(reference_dir: str, model_name: str, *, train_batch: Optio
 
     def eval_step(xe=xe):
       model.eval()
-      with torch.no_grad():
-        return model(xe).numpy()
+      with torch.no_grad(), amp():
+        return model(xe).float().numpy()
     calls[('eval', b)] = eval_step
   return calls
 
 
 def run_interleaved(reference_dir: str, model_name: str, *, train_batch: Optional[int],
-                    eval_batches: list[int], steps: int, warmup: int, threads: int) -> tuple:
+                    eval_batches: list[int], steps: int, warmup: int, threads: int,
+                    dtype: str = 'float32', reference_autocast: bool = False) -> tuple:
   """(ours, reference) reports; each timed step of one alternates with one of the other.
 
   On a shared machine both then see the same background load, so the ratios hold even when
@@ -90,8 +98,9 @@ def run_interleaved(reference_dir: str, model_name: str, *, train_batch: Optiona
   """
   import torch  # pylint: disable=import-outside-toplevel
   ref_calls = reference_callers(reference_dir, model_name, train_batch=train_batch,
-                                eval_batches=eval_batches, threads=threads)
-  model = throughput.make_model(model_name, 'float32')
+                                eval_batches=eval_batches, threads=threads,
+                                autocast=reference_autocast)
+  model = throughput.make_model(model_name, dtype)
   ours, ref = [], []
   for (kind, batch), ref_call in ref_calls.items():
     caller = throughput.train_caller if kind == 'train' else throughput.eval_caller
@@ -113,10 +122,11 @@ def run_interleaved(reference_dir: str, model_name: str, *, train_batch: Optiona
     ours.append(throughput._summary(  # pylint: disable=protected-access
         kind, batch, firsts[0], our_times, flops, compile_s, None))
     ref.append(_summary(kind, batch, firsts[1], ref_times))
-  ours_report = dict(framework='jax', model=model_name, dtype='float32', results=ours,
+  ours_report = dict(framework='jax', model=model_name, dtype=dtype, results=ours,
                      memory=throughput._peak_memory(),  # pylint: disable=protected-access
                      environment=throughput.environment())
   ref_report = dict(framework='pytorch', torch=torch.__version__,
+                    autocast='bfloat16' if reference_autocast else None,
                     threads=torch.get_num_threads(), model=model_name, results=ref)
   return ours_report, ref_report
 
@@ -147,6 +157,10 @@ def main(argv=None):
   parser.add_argument('--steps', type=int, default=5)
   parser.add_argument('--warmup', type=int, default=1)
   parser.add_argument('--threads', type=int, default=len(os.sched_getaffinity(0)))
+  parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'],
+                      help='our compute dtype; the reference always runs float32')
+  parser.add_argument('--reference_autocast', action='store_true',
+                      help='run the reference under torch.autocast(dtype=torch.bfloat16)')
   parser.add_argument('--out', default=None)
   throughput.add_host_flag(parser)
   args = parser.parse_args(argv)
@@ -160,7 +174,8 @@ def main(argv=None):
   load_before = throughput.load_average()
   ours, ref = run_interleaved(args.reference_dir, args.model, train_batch=args.batch,
                               eval_batches=eval_batches, steps=args.steps, warmup=args.warmup,
-                              threads=args.threads)
+                              threads=args.threads, dtype=args.dtype,
+                              reference_autocast=args.reference_autocast)
   # Other jobs on a shared machine slow both sides alike (their steps alternate), not the ratios.
   report = dict(model=args.model, threads=args.threads, comparison=compare(ours, ref),
                 load_average=dict(before=load_before, after=throughput.load_average()),

@@ -11,7 +11,8 @@ Inside the model activations are token-major, (N, U, Tw, JE, C): both attention 
 then plain batched matmuls (see `TSABlock`). The reference's (N, C, Tw, JE, U) only appears at
 the checkpoint boundary (`torch_compat`). Every convolution is a matmul or a 1-D convolution
 with a hand-made backward, and BatchNorm's backward is written out (XLA:CPU's automatic ones
-spend most of a train step in layout transposes and memory traffic). Variable paths joined with '.' are the
+spend most of a train step in layout transposes and memory traffic). In bf16 every matmul takes
+bf16 operands and gives float32 products (`_accumulation`), which XLA:CPU runs on AMX. Variable paths joined with '.' are the
 reference's state-dict keys (`blocks.3.proj.0.weight`); leaves keep PyTorch's names
 (`weight`, `running_var`, ...) with channels-last layouts:
 
@@ -102,18 +103,50 @@ def _matmul(x, w, precision):
   return y.reshape(*x.shape[:-1], w.shape[-1])
 
 
+def _accumulation(dtype):
+  """The product dtype of matmuls on `dtype` inputs: float32 for 16-bit floats, else None.
+
+  Results are the same (products of bf16 numbers accumulate in float32 either way), but
+  XLA:CPU multiplies bf16 on the matrix units (AMX) only when the product is float32: 2-3x
+  the float32 matmul speed, where a bf16 product runs slower than float32.
+  """
+  dtype = jnp.dtype(dtype)
+  return jnp.float32 if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4 else None
+
+
+def _shifted_matmuls(x4, w, precision, acc):
+  """The 1-D convolution of x4 (P, L, R, I) along L as ONE matmul of the zero-padded input by
+  [w_0 .. w_k-1], whose k output blocks are then summed, block j shifted by j (one fused pass of
+  slices; padding the narrower input, not the k-times wider product, keeps the copies small)."""
+  p, length, r, i = x4.shape
+  k, _, o = w.shape
+  pad = (k - 1) // 2
+  x4 = jnp.pad(x4, [(0, 0), (pad, pad), (0, 0), (0, 0)])
+  z = jnp.dot(x4.reshape(-1, i), w.transpose(1, 0, 2).reshape(i, k * o), precision=precision,
+              preferred_element_type=acc).reshape(p, length + 2 * pad, r, k, o)
+  return sum(z[:, j:j + length, :, j] for j in range(k))
+
+
 def _conv_impl(x, w, axis, precision):
   """Zero-padded 'same' cross-correlation of x (N, A, B, C, I) along axis 1 or 2, w (k, I, O).
 
   Runs as a 2-D NHWC convolution: XLA:CPU's forward convolutions are fast, its backward ones
-  are not (see `_conv_along`).
+  are not (see `_conv_along`). In 16-bit on the CPU as `_shifted_matmuls`, which runs on the
+  matrix units where XLA:CPU's bf16 convolution does not. Returns `_accumulation`'s dtype.
   """
   n, a, b, c, i = x.shape
   x4 = x.reshape(n, a, b * c, i) if axis == 1 else x.reshape(n * a, b, c, i)
   k = w.shape[0]
-  y = jax.lax.conv_general_dilated(
+  acc = _accumulation(x.dtype)
+  conv = lambda x4, w: jax.lax.conv_general_dilated(
       x4, w[:, None], window_strides=(1, 1), padding=[((k - 1) // 2,) * 2, (0, 0)],
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=precision)
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=precision,
+      preferred_element_type=acc)
+  if acc is None:
+    y = conv(x4, w)
+  else:
+    y = jax.lax.platform_dependent(
+        x4, w, cpu=lambda x4, w: _shifted_matmuls(x4, w, precision, acc), default=conv)
   return y.reshape(n, a, b, c, w.shape[-1])
 
 
@@ -123,7 +156,9 @@ def _conv_along(x, w, axis, precision):
 
   XLA:CPU differentiates a convolution into layout transposes and a slow weight-gradient
   convolution. Here the k shifted copies of the output gradient, stacked along channels (dz),
-  give both gradients as one matmul each: the input's dz @ w^T, the weight's dz^T @ x.
+  give both gradients as one matmul each: the input's dz @ w^T, the weight's dz^T @ x. In
+  16-bit the output is float32 (`_accumulation`) and the gradients' matmuls take 16-bit
+  operands with float32 products, so all three run on the CPU's matrix units.
   """
   return _conv_impl(x, w, axis, precision)
 
@@ -135,6 +170,8 @@ def _conv_along_fwd(x, w, axis, precision):
 def _conv_along_bwd(axis, precision, residuals, dy):
   x, w = residuals
   k, i, o = w.shape
+  acc = _accumulation(x.dtype)
+  dy = dy.astype(x.dtype)
   # dz[..., q, ..., j, :] = dy[..., q - j + (k - 1) // 2, ..., :], zero outside: y = sum_j of
   # x @ w[j] shifted by j, so both gradients are single matmuls with dz.
   length = x.shape[axis]
@@ -144,9 +181,10 @@ def _conv_along_bwd(axis, precision, residuals, dy):
   dz = jnp.concatenate([jax.lax.slice_in_dim(dyp, k - 1 - j, k - 1 - j + length, axis=axis)
                         for j in range(k)], axis=-1).reshape(-1, k * o)
   w_t = w.swapaxes(1, 2).reshape(k * o, i)
-  dx = jnp.dot(dz, w_t, precision=precision).reshape(x.shape)
+  dx = jnp.dot(dz, w_t, precision=precision, preferred_element_type=acc).reshape(x.shape)
   # dz^T x, then the small transpose: XLA:CPU runs this orientation faster than x^T dz.
-  dw = jnp.dot(dz.T, x.reshape(-1, i), precision=precision).reshape(k, o, i).swapaxes(1, 2)
+  dw = jnp.dot(dz.T, x.reshape(-1, i), precision=precision, preferred_element_type=acc)
+  dw = dw.reshape(k, o, i).swapaxes(1, 2)
   return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
@@ -161,7 +199,8 @@ class Conv3d(nn.Module):
   each its own matmul (the attention's q and k per head), so no slice of the output is copied.
 
   The reference only uses 1x1x1 (a matmul, `_matmul`), (1,1,ku) over tokens and (kt,1,1) over
-  the window's frames (`_conv_along`); anything else runs as a general 3-D conv.
+  the window's frames (`_conv_along`); anything else runs as a general 3-D conv. In 16-bit the
+  1x1x1 ones take `_conv_along` too (k = 1), whose backward keeps bf16 operands.
   """
   features: int
   kernel_size: Sequence[int] = (1, 1, 1)
@@ -182,12 +221,16 @@ class Conv3d(nn.Module):
     dtype = self.dtype or jnp.result_type(*xs, weight)
     xs = [xi.astype(dtype) for xi in xs]
     weight, bias = weight.astype(dtype), bias.astype(dtype)
-    if (kt, kj, ku) == (1, 1, 1):
+    low_precision = _accumulation(dtype) is not None
+    if (kt, kj, ku) == (1, 1, 1) and not low_precision:
       cols, w = (xs[0] if len(xs) == 1 else jnp.concatenate(xs, -1)), weight[0, 0, 0]
     elif kj == 1 and min(kt, ku) == 1:
+      # 16-bit 1x1 convs come here too (k = 1): autodiff's matmuls would take the float32
+      # output gradient and miss the matrix units.
       xc = xs[0] if len(xs) == 1 else jnp.concatenate(xs, -1)
-      y = _conv_along(xc, weight.reshape(max(kt, ku), in_features, self.features),
-                      2 if kt > 1 else 1, self.precision) + bias
+      w = weight.reshape(max(kt, ku), in_features, self.features)
+      axis = 2 if kt > 1 else 1
+      y = (_conv_along(xc, w, axis, self.precision) + bias).astype(dtype)
       return jnp.split(y, self.splits, axis=-1) if self.splits > 1 else y
     else:
       xc = xs[0] if len(xs) == 1 else jnp.concatenate(xs, -1)
@@ -362,17 +405,20 @@ class TSABlock(nn.Module):
                 name='to_qkvs')(xa)
     alpha = self.param('alpha', nn.initializers.ones, (1, h, 1, 1))
     m = self.param('M', nn.initializers.constant(1.0 / self.num_tokens), (1, h, u, u))
+    acc = _accumulation(x.dtype)
     logits = jnp.stack([
         jnp.einsum('npk,nqk->npq', qk[i].reshape(n, u, -1), qk[h + i].reshape(n, u, -1),
-                   precision=self.precision) for i in range(h)], axis=1)
+                   precision=self.precision, preferred_element_type=acc) for i in range(h)],
+        axis=1)
     atten = jnp.tanh(logits / (d * tw * je)) * alpha.astype(logits.dtype) + m.astype(logits.dtype)
     atten = nn.Dropout(self.att_drop, deterministic=not train)(atten).astype(x.dtype)
     # Value mixing: every head mixes the (un-encoded) tokens, all heads in one (H*U, U) by
     # (U, Tw*JE*C) matmul (larger products than one per head, forward and backward). Heads stack
     # along channels, head major, as the reference's view(N, H*C, ...): `proj` concatenates.
     mixed = jnp.einsum('nap,npk->nak', jnp.swapaxes(atten, 2, 3).reshape(n, h * u, u),
-                       x.reshape(n, u, tw * je * c), precision=self.precision)
-    mixed = mixed.reshape(n, h, u, tw, je, c)
+                       x.reshape(n, u, tw * je * c), precision=self.precision,
+                       preferred_element_type=acc)
+    mixed = mixed.reshape(n, h, u, tw, je, c).astype(x.dtype)
     heads = [mixed[:, i] for i in range(h)]
 
     if self.in_channels != self.out_channels:

@@ -112,6 +112,45 @@ def test_bfloat16_compute_stays_close_to_float32(train, tolerance):
       assert new['batch_stats']['embed']['1']['running_var'].dtype == jnp.float32
 
 
+@pytest.mark.parametrize('k', [1, 3, 5])
+def test_shifted_matmuls_are_the_zero_padded_convolution(k):
+  """The 16-bit CPU forward: one matmul, then the k output blocks summed shifted."""
+  from istanet_jax.model import _shifted_matmuls
+  rng = np.random.default_rng(k)
+  x = jnp.asarray(rng.normal(size=(3, 7, 4, 6)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(k, 6, 5)), jnp.float32)
+  want = jax.lax.conv_general_dilated(x, w[:, None], (1, 1), [((k - 1) // 2,) * 2, (0, 0)],
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                      precision='highest')
+  np.testing.assert_allclose(_shifted_matmuls(x, w, 'highest', None), want, rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_matmuls_take_bf16_and_give_float32_on_cpu():
+  """XLA:CPU multiplies bf16 on the matrix units only with float32 products: the bf16 train
+  step must have no bf16-output matmul and no convolution left, and its gradients follow
+  float32's."""
+  from istanet_jax import losses
+  model32 = torch_compat.model_from_reference_args(TINY)
+  model16 = torch_compat.model_from_reference_args(TINY, dtype=jnp.bfloat16)
+  x = jnp.asarray(np.random.default_rng(3).normal(size=(4, 3, 12, 10, 2)), jnp.float32)
+  y = jnp.arange(4) % 6
+  v = model32.init(jax.random.key(0), jnp.moveaxis(x, 1, -1), train=False)
+
+  def grads(model):
+    def loss(params):
+      logits, _ = apply_model(model, {**v, 'params': params}, x, train=True)
+      return losses.label_smoothing_cross_entropy(logits, y).mean()
+    return jax.jit(jax.grad(loss))
+
+  hlo = grads(model16).lower(v['params']).compile().as_text()
+  assert ' convolution(' not in hlo
+  assert not [l for l in hlo.splitlines() if ' dot(' in l and '= bf16[' in l]
+  g32, g16 = (jnp.concatenate([g.ravel() for g in jax.tree.leaves(grads(m)(v['params']))])
+              for m in (model32, model16))
+  cosine = float(g32 @ g16 / jnp.linalg.norm(g32) / jnp.linalg.norm(g16))
+  assert cosine > 0.99, cosine
+
+
 def test_dropout_needs_and_follows_the_rng():
   model = torch_compat.model_from_reference_args(dict(TINY, att_drop=0.3, dropout=0.5))
   x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 3, 12, 10, 2)), jnp.float32)
