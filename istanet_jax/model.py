@@ -12,9 +12,10 @@ then plain batched matmuls (see `TSABlock`). The reference's (N, C, Tw, JE, U) o
 the checkpoint boundary (`torch_compat`). Every convolution is a matmul or a 1-D convolution
 with a hand-made backward, and BatchNorm's backward is written out (XLA:CPU's automatic ones
 spend most of a train step in layout transposes and memory traffic). In bf16 every matmul takes
-bf16 operands and gives float32 products (`_accumulation`), which XLA:CPU runs on AMX. Variable paths joined with '.' are the
-reference's state-dict keys (`blocks.3.proj.0.weight`); leaves keep PyTorch's names
-(`weight`, `running_var`, ...) with channels-last layouts:
+bf16 operands and gives float32 products (`_accumulation`), which XLA:CPU runs on AMX.
+
+Variable paths joined with '.' are the reference's state-dict keys (`blocks.3.proj.0.weight`);
+leaves keep PyTorch's names (`weight`, `running_var`, ...) with channels-last layouts:
 
   conv weight   (kt, kj, ku, in, out)     reference (out, in, kt, kj, ku)
   fc weight     (in, out)                 reference (out, in)
@@ -196,7 +197,8 @@ class Conv3d(nn.Module):
 
   x may also be a sequence of arrays, the input being their concatenation along channels (the
   attention's heads). `splits` > 1 returns the output cut into that many equal channel groups,
-  each its own matmul (the attention's q and k per head), so no slice of the output is copied.
+  each its own matmul (the attention's q and k per head), so no slice of the output is copied
+  (in 16-bit one matmul, cut after its cast to bf16: fewer, wider matmuls on the matrix units).
 
   The reference only uses 1x1x1 (a matmul, `_matmul`), (1,1,ku) over tokens and (kt,1,1) over
   the window's frames (`_conv_along`); anything else runs as a general 3-D conv. In 16-bit the
