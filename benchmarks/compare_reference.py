@@ -11,8 +11,9 @@ XLA use `--threads` threads each (default: the cores this process may run on). T
 run at once, but their timed steps alternate, so that both see the same background load on a
 shared machine. `--dtype bfloat16` runs ours in bf16 (float32 parameters and statistics)
 against the reference in float32, as it trains; `--reference_autocast` runs the reference
-under `torch.autocast(dtype=torch.bfloat16)` (the quick bf16 a PyTorch user gets). Ratios are ours over the reference's samples/s (>1: we are faster) and our
-latency over theirs (<1: we are faster). The process's peak RSS covers both frameworks.
+under `torch.autocast(dtype=torch.bfloat16)` (the quick bf16 a PyTorch user gets). Ratios are
+ours over the reference's samples/s (>1: we are faster) and our latency over theirs (<1: we
+are faster). The process's peak RSS covers both frameworks.
 """
 
 from __future__ import annotations

@@ -183,8 +183,15 @@ def _conv_along_bwd(axis, precision, residuals, dy):
                         for j in range(k)], axis=-1).reshape(-1, k * o)
   w_t = w.swapaxes(1, 2).reshape(k * o, i)
   dx = jnp.dot(dz, w_t, precision=precision, preferred_element_type=acc).reshape(x.shape)
-  # dz^T x, then the small transpose: XLA:CPU runs this orientation faster than x^T dz.
-  dw = jnp.dot(dz.T, x.reshape(-1, i), precision=precision, preferred_element_type=acc)
+  if acc is None:
+    # dz^T x, then the small transpose: XLA:CPU runs this orientation faster than x^T dz.
+    dw = jnp.dot(dz.T, x.reshape(-1, i), precision=precision)
+  else:
+    # The same contraction over rows split in two axes: XLA:CPU runs that one on the matrix
+    # units (~550 GFLOP/s in bf16) and the 2-D transposed one on Eigen (~230).
+    lead = x.shape[0] * x.shape[1]
+    dw = jnp.einsum('crm,cri->mi', dz.reshape(lead, -1, k * o), x.reshape(lead, -1, i),
+                    precision=precision, preferred_element_type=acc)
   dw = dw.reshape(k, o, i).swapaxes(1, 2)
   return dx.astype(x.dtype), dw.astype(w.dtype)
 

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from benchmarks import throughput
 
 
@@ -70,3 +72,54 @@ def test_profile_categories_from_compiled_hlo():
   assert profile_step.layer('jit(f)/transpose(jvp(ISTANet))/blocks.3/proj/0/dot_general') == \
       'blocks.*/proj/0'
   assert profile_step.layer('jit(f)/jvp(ISTANet)/embed/0/conv') == 'embed'
+
+
+_STAND_IN_MODEL = '''
+import torch
+
+
+class Model(torch.nn.Module):
+  """Stands in for the reference's model/ISTANet.py: same constructor arguments, (N, C, T, V, M)."""
+
+  def __init__(self, num_classes, num_channels, num_frames, num_joints, num_persons, **unused):
+    super().__init__()
+    self.fc = torch.nn.Linear(num_channels * num_frames * num_joints * num_persons, num_classes)
+
+  def forward(self, x):
+    return self.fc(x.flatten(1))
+'''
+
+_STAND_IN_LOSS = '''
+import torch
+
+
+class LabelSmoothingCrossEntropy(torch.nn.Module):
+  def __init__(self, smoothing, temperature):
+    super().__init__()
+    self.smoothing = smoothing
+
+  def forward(self, logits, target):
+    return torch.nn.functional.cross_entropy(logits.float(), target, label_smoothing=self.smoothing)
+'''
+
+
+def test_compare_reference_alternates_both_sides(tmp_path, capsys):
+  """The side-by-side harness, with a stand-in for the reference checkout (tests never need the
+  real one): ours in bf16, the stand-in under autocast, one ratio row per measurement."""
+  from benchmarks import compare_reference
+  for path, text in (('model/ISTANet.py', _STAND_IN_MODEL), ('utils/loss.py', _STAND_IN_LOSS)):
+    (tmp_path / 'ref' / path).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / 'ref' / path).write_text(text)
+  out = tmp_path / 'cmp.json'
+  compare_reference.main(['--reference_dir', str(tmp_path / 'ref'), '--model', 'small',
+                          '--batch', '2', '--eval_batches', '2', '--steps', '1', '--warmup', '0',
+                          '--dtype', 'bfloat16', '--reference_autocast', '--out', str(out)])
+  capsys.readouterr()
+  report = json.loads(out.read_text())
+  assert report['jax']['dtype'] == 'bfloat16' and report['reference']['autocast'] == 'bfloat16'
+  assert {(r['kind'], r['batch']) for r in report['comparison']} == {('train', 2), ('eval', 2)}
+  for row in report['comparison']:
+    assert row['throughput_ratio'] == pytest.approx(
+        row['jax_samples_per_s'] / row['torch_samples_per_s'])
+  with pytest.raises(SystemExit, match='no model/ISTANet.py'):
+    compare_reference.main(['--reference_dir', str(tmp_path), '--model', 'small'])
