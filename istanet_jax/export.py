@@ -312,6 +312,10 @@ def _import_onnx():
 
 def export_onnx(model: ISTANet, variables: dict, path: str, *, opset: int = ONNX_OPSET) -> None:
   """Writes the forward pass as an ONNX model to `path`: input `x` (B, C, T, V, M), B dynamic."""
+  if model.dtype is not None and jnp.dtype(model.dtype).itemsize < 4:
+    # onnxruntime has no bf16 Einsum, and the CPU's bf16 path is chosen per platform at tracing.
+    raise ValueError(f'ONNX export computes in float32, not {jnp.dtype(model.dtype).name}: '
+                     'export with --config.dtype=float32')
   jax2onnx, _ = _import_onnx()
   onnx_ir_log = logging.getLogger('onnx_ir')
   level = onnx_ir_log.level

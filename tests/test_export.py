@@ -223,6 +223,10 @@ def test_onnx_bad_input_and_missing_package(trained, tmp_path, monkeypatch):
     export.load_onnx(junk)
   with pytest.raises(FileNotFoundError, match=f'{tmp_path}/nope.onnx: no such file'):
     export.load_onnx(tmp_path / 'nope.onnx')
+  with pytest.raises(ValueError, match='ONNX export computes in float32, not bfloat16'):
+    export.export_onnx(trained['model'].clone(dtype=jnp.bfloat16), trained['variables'],
+                       str(tmp_path / 'bf16.onnx'))
+  assert not (tmp_path / 'bf16.onnx').exists()
   monkeypatch.setitem(sys.modules, 'jax2onnx', None)  # as if not installed
   with pytest.raises(ImportError, match=re.escape(export.ONNX_INSTALL)):
     export.export(trained['config'], trained['pt'], 'onnx', str(tmp_path / 'out.onnx'))
