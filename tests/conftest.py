@@ -10,3 +10,12 @@ sys.path.insert(0, os.path.dirname(__file__))
 from istanet_jax import host  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 host.configure()
+
+
+def prepared_sbu(root, num_per_class: int) -> str:
+  """A synthetic SBU Clean raw tree under root/raw, prepared (ArrayRecord) into root/data."""
+  from data_pipelines import prepare  # pylint: disable=g-import-not-at-top
+  from data_pipelines.synthetic_sbu_h2o import write_sbu_tree  # pylint: disable=g-import-not-at-top
+  write_sbu_tree(root / 'raw', num_per_class=num_per_class, seed=0, versions=('Clean',))
+  prepare.prepare('sbu_kinect_interaction/clean', root / 'raw', root / 'data')
+  return str(root / 'data')

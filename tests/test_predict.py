@@ -3,7 +3,6 @@
 lists that fit the configs, and one-line errors."""
 
 import json
-import os
 import pathlib
 import pickle
 import subprocess
@@ -20,8 +19,9 @@ from configs import demo, h2o as h2o_config, ntu120, ntu26, sbu as sbu_config
 from data_pipelines import assembly101, h2o, ntu
 from data_pipelines.synthetic_assembly101 import write_assembly101_tree
 from data_pipelines.synthetic_ntu import write_ntu_tree
-from data_pipelines.synthetic_sbu_h2o import write_h2o_tree, write_sbu_tree
-from istanet_jax import adapters, checkpoints, export, labels, predict, steps, torch_compat, train
+from data_pipelines.synthetic_sbu_h2o import write_h2o_tree
+from istanet_jax import adapters, checkpoints, labels, predict, steps, torch_compat, train
+from conftest import prepared_sbu
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = ((8, 8, 4), (8, 16, 4))
@@ -68,12 +68,9 @@ def save_pt(config, variables, path):
 @pytest.fixture(scope='module')
 def sbu_run(tmp_path_factory):
   """A prepared synthetic SBU tree, a tiny SBU model saved with Orbax, its evaluation scores."""
-  from data_pipelines import prepare
   root = tmp_path_factory.mktemp('sbu')
-  write_sbu_tree(root / 'raw', num_per_class=1, seed=0, versions=('Clean',))
-  prepare.prepare('sbu_kinect_interaction/clean', root / 'raw', root / 'data')
   config = tiny(sbu_config, 'clean,runlocal')
-  config.data_dir = str(root / 'data')
+  config.data_dir = prepared_sbu(root, num_per_class=1)
   variables = tiny_variables(config)
   tx = steps.make_optimizer(config, steps_per_epoch=1)
   ckpt = checkpoints.Checkpointer(str(root / 'best'), use_async=False)

@@ -16,6 +16,7 @@ import pytest
 
 from configs import demo, h2o, ntu26, sbu
 from istanet_jax import augment, input_pipeline, protocols, steps, train
+from conftest import prepared_sbu
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -31,13 +32,7 @@ TINY_BLOCKS = ((8, 8, 4), (8, 16, 4))
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
   """A synthetic SBU tree (one pair per fold, one sequence per class), prepared."""
-  from data_pipelines import prepare
-  from data_pipelines.synthetic_sbu_h2o import write_sbu_tree
-  root = tmp_path_factory.mktemp('sbu')
-  write_sbu_tree(root / 'raw', num_per_class=1, seed=0, versions=('Clean',))
-  prepare.prepare('sbu_kinect_interaction/clean', root / 'raw', root / 'data',
-                  file_format='array_record')
-  return str(root / 'data')
+  return prepared_sbu(tmp_path_factory.mktemp('sbu'), num_per_class=1)
 
 
 @pytest.fixture(scope='module')

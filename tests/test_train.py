@@ -30,13 +30,10 @@ SHARDING_RTOL = 3e-4
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
   """The demo's synthetic SBU raw tree, small, prepared as ArrayRecord (~60 train sequences)."""
-  from data_pipelines import prepare
-  from data_pipelines.synthetic_sbu_h2o import write_sbu_tree
-  root = tmp_path_factory.mktemp('sbu')
-  write_sbu_tree(root / 'raw', num_per_class=2, seed=0, versions=('Clean',))
-  prepare.prepare('sbu_kinect_interaction/clean', root / 'raw', root / 'data',
-                  file_format='array_record')
-  return str(root / 'data')
+  # Imported here: the two-process test's workers import this module, and conftest configures
+  # the process it is imported into.
+  from conftest import prepared_sbu  # pylint: disable=g-import-not-at-top
+  return prepared_sbu(tmp_path_factory.mktemp('sbu'), num_per_class=2)
 
 
 def tiny_config(data_dir, **overrides) -> ml_collections.ConfigDict:
