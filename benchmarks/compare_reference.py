@@ -14,6 +14,13 @@ against the reference in float32, as it trains; `--reference_autocast` runs the 
 under `torch.autocast(dtype=torch.bfloat16)` (the quick bf16 a PyTorch user gets). Ratios are
 ours over the reference's samples/s (>1: we are faster) and our latency over theirs (<1: we
 are faster). The process's peak RSS covers both frameworks.
+
+On a GPU (`--reference_device cuda`, the default where torch sees one) the reference runs with
+its `main.py`'s cuDNN settings (deterministic, no autotuning) unless `--reference_cudnn
+benchmark` (autotuned, what a PyTorch user tuning for speed sets), and `--reference_channels_last`
+stores its Conv3d weights and input as `torch.channels_last_3d`. `--peak_tflops` (a number, or
+`auto` for the bf16 dense peak of a known GPU) adds both sides' model FLOPs utilisation, counted
+with XLA's FLOPs of our step (the same model).
 """
 
 from __future__ import annotations
@@ -46,26 +53,41 @@ def _summary(kind, batch, first, times):
               min_step_s=min(times), samples_per_s=batch / median, steps=len(times))
 
 
+def default_reference_device() -> str:
+  import torch  # pylint: disable=import-outside-toplevel
+  return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
 def reference_callers(reference_dir: str, model_name: str, *, train_batch: Optional[int],
                       eval_batches: list[int], threads: int, lr: float = 0.1,
-                      weight_decay: float = 4e-4, autocast: bool = False) -> dict:
-  """{(kind, batch): call} for the reference; each call runs one step (under bf16 autocast on
-  the CPU with `autocast`)."""
+                      weight_decay: float = 4e-4, autocast: bool = False, device: str = 'cpu',
+                      channels_last: bool = False, cudnn: str = 'main_py') -> dict:
+  """{(kind, batch): call} for the reference on `device`; each call runs one step and waits
+  for it (bf16 autocast with `autocast`; channels_last_3d weights and inputs with
+  `channels_last`; cuDNN as the reference's main.py sets it, or autotuned with 'benchmark')."""
   import contextlib  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
-  amp = ((lambda: torch.autocast('cpu', dtype=torch.bfloat16)) if autocast
+  if cudnn not in ('main_py', 'benchmark'):
+    raise ValueError(f"cudnn must be 'main_py' or 'benchmark', got {cudnn!r}")
+  # main.py: cudnn.deterministic = True, cudnn.benchmark = False.
+  torch.backends.cudnn.deterministic = cudnn == 'main_py'
+  torch.backends.cudnn.benchmark = cudnn == 'benchmark'
+  amp = ((lambda: torch.autocast(device.split(':')[0], dtype=torch.bfloat16)) if autocast
          else contextlib.nullcontext)
   torch.set_num_threads(threads)
   args = dict(throughput._model_args(model_name))  # pylint: disable=protected-access
   model, loss_fn = _reference_model(reference_dir, args)
+  layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+  model = model.to(device, memory_format=layout)
   rng = np.random.default_rng(0)
   shape = lambda b: (b, args['num_channels'], args['num_frames'], args['num_joints'],
                      args['num_persons'])
+  as_input = lambda a: torch.from_numpy(a).to(device, memory_format=layout)
   calls = {}
   if train_batch:
-    x = torch.from_numpy(rng.normal(size=shape(train_batch)).astype(np.float32))
-    y = torch.from_numpy(rng.integers(0, args['num_classes'], train_batch))
+    x = as_input(rng.normal(size=shape(train_batch)).astype(np.float32))
+    y = torch.from_numpy(rng.integers(0, args['num_classes'], train_batch)).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True,
                           weight_decay=weight_decay)
 
@@ -79,19 +101,22 @@ def reference_callers(reference_dir: str, model_name: str, *, train_batch: Optio
       return loss.item()
     calls[('train', train_batch)] = train_step
   for b in eval_batches:
-    xe = torch.from_numpy(rng.normal(size=shape(b)).astype(np.float32))
+    xe = as_input(rng.normal(size=shape(b)).astype(np.float32))
 
     def eval_step(xe=xe):
       model.eval()
       with torch.no_grad(), amp():
-        return model(xe).float().numpy()
+        return model(xe).float().cpu().numpy()
     calls[('eval', b)] = eval_step
   return calls
 
 
 def run_interleaved(reference_dir: str, model_name: str, *, train_batch: Optional[int],
                     eval_batches: list[int], steps: int, warmup: int, threads: int,
-                    dtype: str = 'float32', reference_autocast: bool = False) -> tuple:
+                    dtype: str = 'float32', reference_autocast: bool = False,
+                    reference_device: str = 'cpu', reference_channels_last: bool = False,
+                    reference_cudnn: str = 'main_py', peak_tflops: Optional[float] = None
+                    ) -> tuple:
   """(ours, reference) reports; each timed step of one alternates with one of the other.
 
   On a shared machine both then see the same background load, so the ratios hold even when
@@ -100,7 +125,8 @@ def run_interleaved(reference_dir: str, model_name: str, *, train_batch: Optiona
   import torch  # pylint: disable=import-outside-toplevel
   ref_calls = reference_callers(reference_dir, model_name, train_batch=train_batch,
                                 eval_batches=eval_batches, threads=threads,
-                                autocast=reference_autocast)
+                                autocast=reference_autocast, device=reference_device,
+                                channels_last=reference_channels_last, cudnn=reference_cudnn)
   model = throughput.make_model(model_name, dtype)
   ours, ref = [], []
   for (kind, batch), ref_call in ref_calls.items():
@@ -121,13 +147,17 @@ def run_interleaved(reference_dir: str, model_name: str, *, train_batch: Optiona
         call()
         times.append(time.perf_counter() - start)
     ours.append(throughput._summary(  # pylint: disable=protected-access
-        kind, batch, firsts[0], our_times, flops, compile_s, None))
+        kind, batch, firsts[0], our_times, flops, compile_s, peak_tflops))
     ref.append(_summary(kind, batch, firsts[1], ref_times))
+    if flops is not None and peak_tflops:  # same model, same FLOPs
+      ref[-1]['mfu'] = flops / ref[-1]['median_step_s'] / (peak_tflops * 1e12)
   ours_report = dict(framework='jax', model=model_name, dtype=dtype, results=ours,
                      memory=throughput._peak_memory(),  # pylint: disable=protected-access
                      environment=throughput.environment())
   ref_report = dict(framework='pytorch', torch=torch.__version__,
                     autocast='bfloat16' if reference_autocast else None,
+                    device=reference_device, channels_last=reference_channels_last,
+                    cudnn=reference_cudnn, peak_tflops=peak_tflops,
                     threads=torch.get_num_threads(), model=model_name, results=ref)
   return ours_report, ref_report
 
@@ -145,6 +175,9 @@ def compare(ours: dict, ref: dict) -> list[dict]:
                          latency_ratio=a['median_step_s'] / b['median_step_s'],
                          jax_first_step_incl_compile_s=a['first_step_incl_compile_s'],
                          torch_first_call_s=b['first_call_s']))
+      for side, report in (('jax', a), ('torch', b)):
+        if 'mfu' in report:
+          rows[-1][f'{side}_mfu'] = report['mfu']
   return rows
 
 
@@ -162,21 +195,35 @@ def main(argv=None):
                       help='our compute dtype; the reference always runs float32')
   parser.add_argument('--reference_autocast', action='store_true',
                       help='run the reference under torch.autocast(dtype=torch.bfloat16)')
+  parser.add_argument('--reference_device', default=None,
+                      help='torch device of the reference (default: cuda where available)')
+  parser.add_argument('--reference_channels_last', action='store_true',
+                      help='the reference\'s weights and inputs as torch.channels_last_3d')
+  parser.add_argument('--reference_cudnn', default='main_py', choices=['main_py', 'benchmark'],
+                      help='main_py: deterministic, no autotuning (the reference\'s main.py); '
+                      'benchmark: cudnn.benchmark = True')
+  throughput.add_peak_flag(parser)
   parser.add_argument('--out', default=None)
   throughput.add_host_flag(parser)
   args = parser.parse_args(argv)
   throughput.configure_host(args)
+  # Both frameworks share the GPU: JAX takes what it needs, not 75% of it up front.
+  os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
   if not os.path.isfile(os.path.join(args.reference_dir, 'model', 'ISTANet.py')):
     raise SystemExit(f'--reference_dir {args.reference_dir}: no model/ISTANet.py there')
   # XLA:CPU sizes its thread pool from the affinity mask; pin both frameworks to `threads`.
   if args.threads < len(os.sched_getaffinity(0)):
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.threads])
-  eval_batches = [int(b) for b in args.eval_batches.split(',') if b]
+  eval_batches = throughput.parse_batches(args.eval_batches)
   load_before = throughput.load_average()
   ours, ref = run_interleaved(args.reference_dir, args.model, train_batch=args.batch,
                               eval_batches=eval_batches, steps=args.steps, warmup=args.warmup,
                               threads=args.threads, dtype=args.dtype,
-                              reference_autocast=args.reference_autocast)
+                              reference_autocast=args.reference_autocast,
+                              reference_device=args.reference_device or default_reference_device(),
+                              reference_channels_last=args.reference_channels_last,
+                              reference_cudnn=args.reference_cudnn,
+                              peak_tflops=throughput.resolve_peak(args.peak_tflops, args.dtype))
   # Other jobs on a shared machine slow both sides alike (their steps alternate), not the ratios.
   report = dict(model=args.model, threads=args.threads, comparison=compare(ours, ref),
                 load_average=dict(before=load_before, after=throughput.load_average()),

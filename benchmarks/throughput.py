@@ -11,7 +11,8 @@ eval step is the forward in eval mode. Inputs are random (N, T, V, M, C) arrays,
 Reported per measurement: median step time over `--steps` calls after `--warmup` calls,
 samples/s, the time to trace and compile (`compile_s`, ahead of time), the first call after it
 (`first_call_s`) and their sum (`first_step_incl_compile_s`: a fresh process's first step),
-XLA's FLOP count per sample (`cost_analysis()`), MFU against `--peak_tflops` when given, and
+XLA's FLOP count per sample (`cost_analysis()`), MFU against `--peak_tflops` when given (a
+number, or `auto` for a known GPU's dense peak in the compute dtype), and
 peak memory (the device's `peak_bytes_in_use`, or the process's peak RSS on CPU where devices
 report none). Runs on the default device; no multi-device sharding.
 """
@@ -246,17 +247,54 @@ def configure_host(args) -> None:
     _HOST_DEFAULTS[0] = {'xnnpack': False, 'malloc': False}
 
 
-def run(model_name: str, *, train_batch: Optional[int], eval_batches: list[int], dtype: str,
+def run(model_name: str, *, train_batches: list[int], eval_batches: list[int], dtype: str,
         steps: int, warmup: int, peak_tflops: Optional[float]) -> dict:
   model = make_model(model_name, dtype)
   results = []
-  if train_batch:
-    results.append(bench_train(model, train_batch, steps=steps, warmup=warmup,
-                               peak_tflops=peak_tflops))
+  for b in train_batches:
+    results.append(bench_train(model, b, steps=steps, warmup=warmup, peak_tflops=peak_tflops))
   for b in eval_batches:
     results.append(bench_eval(model, b, steps=steps, warmup=warmup, peak_tflops=peak_tflops))
-  return dict(framework='jax', model=model_name, dtype=dtype, results=results,
-              memory=_peak_memory(), environment=environment())
+  return dict(framework='jax', model=model_name, dtype=dtype, peak_tflops=peak_tflops,
+              results=results, memory=_peak_memory(), environment=environment())
+
+
+# Dense (no sparsity) tensor-core peaks in TFLOP/s by compute dtype, from NVIDIA's data
+# sheets, for `--peak_tflops auto`: the first device-kind substring that matches wins.
+PEAK_TFLOPS = (
+    ('H100 PCIe', {'bfloat16': 756.0, 'float32': 51.2}),
+    ('H100', {'bfloat16': 989.4, 'float32': 66.9}),  # SXM (device kind 'NVIDIA H100 80GB HBM3')
+    ('H200', {'bfloat16': 989.4, 'float32': 66.9}),
+    ('A100', {'bfloat16': 312.0, 'float32': 19.5}),
+)
+
+
+def resolve_peak(value: Optional[str], dtype: str, device_kind: Optional[str] = None
+                 ) -> Optional[float]:
+  """`--peak_tflops`: None, a number, or 'auto' (the table above, for JAX's first device)."""
+  if value is None or value == '':
+    return None
+  if value != 'auto':
+    return float(value)
+  kind = device_kind if device_kind is not None else jax.devices()[0].device_kind
+  for name, peaks in PEAK_TFLOPS:
+    if name in kind:
+      return peaks[dtype]
+  raise SystemExit(f'--peak_tflops auto: no known peak for device {kind!r}; give a number')
+
+
+def add_peak_flag(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument('--peak_tflops', default=None,
+                      help='the device\'s peak TFLOP/s for MFU: a number, or auto (known GPUs: '
+                      + ', '.join(name for name, _ in PEAK_TFLOPS) + ')')
+
+
+def parse_batches(text: str) -> list[int]:
+  """'16,64' -> [16, 64]; '' or '0' -> []."""
+  try:
+    return [b for b in (int(t) for t in text.split(',') if t.strip()) if b > 0]
+  except ValueError:
+    raise SystemExit(f'batch sizes must be comma-separated integers, got {text!r}') from None
 
 
 def write_report(report: dict, out: Optional[str]) -> None:
@@ -272,21 +310,21 @@ def write_report(report: dict, out: Optional[str]) -> None:
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--model', default='small', choices=sorted(MODEL_ARGS))
-  parser.add_argument('--batch', type=int, default=16, help='train batch; 0 skips training')
+  parser.add_argument('--batch', default='16',
+                      help='train batch, or comma-separated batches (a sweep); 0 skips training')
   parser.add_argument('--eval_batches', default='16,1', help='comma-separated; empty skips eval')
   parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--warmup', type=int, default=2)
-  parser.add_argument('--peak_tflops', type=float, default=None,
-                      help='the device\'s peak for MFU (e.g. 989 for an H100 bf16 dense)')
+  add_peak_flag(parser)
   parser.add_argument('--out', default=None, help='JSON path (default: print only)')
   add_host_flag(parser)
   args = parser.parse_args(argv)
   configure_host(args)
-  eval_batches = [int(b) for b in args.eval_batches.split(',') if b]
   load_before = load_average()
-  report = run(args.model, train_batch=args.batch, eval_batches=eval_batches, dtype=args.dtype,
-               steps=args.steps, warmup=args.warmup, peak_tflops=args.peak_tflops)
+  report = run(args.model, train_batches=parse_batches(args.batch),
+               eval_batches=parse_batches(args.eval_batches), dtype=args.dtype, steps=args.steps,
+               warmup=args.warmup, peak_tflops=resolve_peak(args.peak_tflops, args.dtype))
   report['load_average'] = dict(before=load_before, after=load_average())
   write_report(report, args.out)
 

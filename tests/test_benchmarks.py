@@ -24,6 +24,33 @@ def test_throughput_writes_results_json(tmp_path, capsys):
   assert report['environment']['host_defaults'] == {'xnnpack': True, 'malloc': True}
 
 
+def test_throughput_batch_sweep_and_mfu(tmp_path, capsys):
+  """`--batch 2,4` times one train step per batch; a peak gives MFU = FLOPs / time / peak."""
+  out = tmp_path / 'sweep.json'
+  throughput.main(['--model', 'small', '--batch', '2,4', '--eval_batches', '', '--steps', '1',
+                   '--warmup', '0', '--peak_tflops', '0.5', '--out', str(out)])
+  capsys.readouterr()
+  report = json.loads(out.read_text())
+  assert [(r['kind'], r['batch']) for r in report['results']] == [('train', 2), ('train', 4)]
+  for r in report['results']:
+    assert r['mfu'] == pytest.approx(
+        r['flops_per_sample'] * r['batch'] / r['median_step_s'] / 0.5e12)
+  assert report['peak_tflops'] == 0.5
+
+
+def test_peak_tflops_auto_knows_hopper_gpus():
+  assert throughput.resolve_peak('auto', 'bfloat16', 'NVIDIA H100 80GB HBM3') == 989.4
+  assert throughput.resolve_peak('auto', 'bfloat16', 'NVIDIA H100 PCIe') == 756.0
+  assert throughput.resolve_peak('auto', 'bfloat16', 'NVIDIA H200') == 989.4
+  assert throughput.resolve_peak('12.5', 'float32') == 12.5
+  assert throughput.resolve_peak(None, 'float32') is None
+  with pytest.raises(SystemExit, match='no known peak'):
+    throughput.resolve_peak('auto', 'bfloat16', 'cpu')
+  with pytest.raises(SystemExit, match='comma-separated integers'):
+    throughput.parse_batches('16,x')
+  assert throughput.parse_batches('0') == [] and throughput.parse_batches('8, 16') == [8, 16]
+
+
 def test_gemm_reports_every_backend(tmp_path, capsys):
   from benchmarks import gemm
   out = tmp_path / 'gemm.json'
@@ -121,5 +148,32 @@ def test_compare_reference_alternates_both_sides(tmp_path, capsys):
   for row in report['comparison']:
     assert row['throughput_ratio'] == pytest.approx(
         row['jax_samples_per_s'] / row['torch_samples_per_s'])
+  # On the CPU the reference runs on torch's CPU device with main.py's cuDNN settings.
+  assert report['reference']['device'] == 'cpu' and report['reference']['cudnn'] == 'main_py'
   with pytest.raises(SystemExit, match='no model/ISTANet.py'):
     compare_reference.main(['--reference_dir', str(tmp_path), '--model', 'small'])
+
+
+def test_compare_reference_channels_last_and_mfu(tmp_path, capsys):
+  """What a PyTorch user tuning for speed sets (channels_last_3d, autotuned cuDNN), and MFU of
+  both sides from our step's FLOPs (the same model)."""
+  import torch
+  from benchmarks import compare_reference
+  for path, text in (('model/ISTANet.py', _STAND_IN_MODEL), ('utils/loss.py', _STAND_IN_LOSS)):
+    (tmp_path / 'ref' / path).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / 'ref' / path).write_text(text)
+  calls = compare_reference.reference_callers(
+      str(tmp_path / 'ref'), 'small', train_batch=2, eval_batches=[1], threads=1,
+      channels_last=True, cudnn='benchmark', device='cpu')
+  assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
+  assert calls[('eval', 1)]().shape == (1, 26) and float(calls[('train', 2)]()) > 0
+  out = tmp_path / 'cmp.json'
+  compare_reference.main(['--reference_dir', str(tmp_path / 'ref'), '--model', 'small',
+                          '--batch', '2', '--eval_batches', '', '--steps', '1', '--warmup', '0',
+                          '--reference_channels_last', '--reference_cudnn', 'benchmark',
+                          '--peak_tflops', '1', '--out', str(out)])
+  capsys.readouterr()
+  report = json.loads(out.read_text())
+  assert report['reference']['channels_last'] and report['reference']['cudnn'] == 'benchmark'
+  (row,) = report['comparison']
+  assert row['jax_mfu'] / row['torch_mfu'] == pytest.approx(row['throughput_ratio'])
