@@ -72,7 +72,9 @@ class MetricWriter:
   def write(self, step: int, epoch: int, scalars: dict) -> None:
     if not self.enabled:
       return
-    record = {'step': int(step), 'epoch': int(epoch)}
+    # Wall time (as TensorBoard keeps per scalar): epoch durations, checkpoints included, are
+    # the differences.
+    record = {'step': int(step), 'epoch': int(epoch), 'time': time.time()}
     record.update({k: float(v) for k, v in scalars.items()})
     with open(self.path, 'a') as f:
       f.write(json.dumps(record) + '\n')
@@ -228,7 +230,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                'lr': optim.reference_lr(epoch, base_lr=config.base_lr,
                                         warm_up_epoch=config.warm_up_epoch, step=list(config.step),
                                         lr_decay_rate=config.lr_decay_rate),
-               'train/samples_per_second': totals['count'] * jax.process_count() / elapsed}
+               # `count` sums the global batch (every host's samples) already.
+               'train/samples_per_second': totals['count'] / elapsed,
+               'train/seconds': elapsed}
     writer.write(step, epoch + 1, scalars)
     _say(f'epoch {epoch + 1}: train loss {scalars["train/loss"]:.4f} top-1 '
          f'{scalars["train/top1"]:.4f} lr {scalars["lr"]:.6f} '
@@ -268,6 +272,7 @@ def evaluate(config, state, eval_step, data_sharding) -> dict:
   `eval/swap_consistency` (fraction of samples whose top-1 is unchanged when the entities are
   swapped; 1.0 = order-independent) and `eval/swap_changed` (1 minus it).
   """
+  start = time.perf_counter()
   it = input_pipeline.make_iterator(
       config.dataset, config.eval_split, batch_size=config.test_batch_size, train=False,
       seed=0, **_data_kwargs(config))
@@ -288,7 +293,10 @@ def evaluate(config, state, eval_step, data_sharding) -> dict:
   result = {'eval/loss': float(totals['loss_sum']) / count,
             'eval/top1': float(totals['top1_sum']) / count,
             'eval/top5': float(totals['top5_sum']) / count,
-            'eval/count': float(totals['count'])}
+            'eval/count': float(totals['count']),
+            # Input pipeline and the pull of the logits included, as the train figure.
+            'eval/seconds': time.perf_counter() - start}
+  result['eval/samples_per_second'] = result['eval/count'] / result['eval/seconds']
   if 'swap_same_sum' in totals:
     # Fractions of eval samples whose top-1 stays / changes when the entities are swapped.
     result['eval/swap_consistency'] = float(totals['swap_same_sum']) / count

@@ -177,3 +177,65 @@ def test_compare_reference_channels_last_and_mfu(tmp_path, capsys):
   assert report['reference']['channels_last'] and report['reference']['cudnn'] == 'benchmark'
   (row,) = report['comparison']
   assert row['jax_mfu'] / row['torch_mfu'] == pytest.approx(row['throughput_ratio'])
+
+
+def _records(train_s, eval_s, starts, n_train=100, n_eval=50):
+  """metrics.jsonl records of epochs whose training starts at `starts` (wall clock)."""
+  out = []
+  for e, (t, v, s) in enumerate(zip(train_s, eval_s, starts), 1):
+    out.append({'epoch': e, 'time': s + t, 'train/seconds': t,
+                'train/samples_per_second': n_train / t})
+    out.append({'epoch': e, 'time': s + t + v, 'eval/seconds': v,
+                'eval/samples_per_second': n_eval / v})
+  return out
+
+
+def test_full_training_projection_arithmetic():
+  from benchmarks import full_training as ft
+  # Epoch 1 compiles (10 s of training); then 2 s train, 1 s eval, 0.5 s rest per epoch.
+  records = _records([10.0, 2.0, 2.0, 2.0], [4.0, 1.0, 1.0, 1.0], [0.0, 14.5, 18.0, 21.5])
+  epochs = ft.epoch_timings(records)
+  assert [e['wall_s'] for e in epochs] == [14.5, 3.5, 3.5, None]
+  assert [e['rest_s'] for e in epochs[:3]] == [0.5, 0.5, 0.5]
+  p = ft.project(epochs, setup_s=3.0, num_epoch=110, eval_interval=2, train_samples=1000,
+                 eval_samples=500)
+  assert (p['train_samples_per_s'], p['eval_samples_per_s']) == (50.0, 50.0)
+  assert p['evaluations'] == 55 and p['first_epoch_extra_s'] == 11.0
+  # setup + first-epoch extra + 110 * (1000 / 50 + 0.5) + 55 * 500 / 50
+  assert p['projected_total_s'] == pytest.approx(3.0 + 11.0 + 110 * 20.5 + 55 * 10.0)
+  assert ft.evaluations(5, 2) == 3 and ft.evaluations(4, 1) == 4  # the last epoch evaluates
+  with pytest.raises(ValueError, match='at least 3 epochs'):
+    ft.project(ft.epoch_timings(records[:4]), setup_s=0, num_epoch=3, eval_interval=1, train_samples=1,
+               eval_samples=1)
+
+
+def test_full_training_runs_the_real_loop(tmp_path, capsys):
+  """The benchmark drives train_and_evaluate on a synthetic tree of the config's dataset."""
+  from benchmarks import full_training as ft
+  out = tmp_path / 'full.json'
+  ft.main(['--config', 'configs/demo.py:runlocal', '--workdir', str(tmp_path / 'run'),
+           '--epochs', '3', '--num_per_class', '2', '--train_samples', '1000',
+           '--eval_samples', '500', '--set', 'batch_size=16', '--set', 'num_epoch=4',
+           '--out', str(out)])
+  capsys.readouterr()
+  report = json.loads(out.read_text())
+  assert report['batch_size'] == 16 and report['compilations_after_first_epoch'] == 0
+  assert [e['epoch'] for e in report['epochs']] == [1, 2, 3]
+  p = report['projection']
+  assert p['num_epoch'] == 4 and p['train_samples'] == 1000  # the config's, not the 3 run
+  assert p['projected_total_s'] == pytest.approx(
+      p['setup_s'] + p['first_epoch_extra_s'] + p['train_total_s'] + 4 * p['rest_of_epoch_s']
+      + p['eval_total_s'])
+  assert p['train_samples_per_s'] > 0 and p['eval_samples_per_s'] > 0
+  with pytest.raises(ValueError, match='epochs'):  # more than the config trains
+    ft.run(ft.load_config('configs/demo.py:runlocal', []), str(tmp_path / 'other'), epochs=3,
+           num_per_class=2, train_samples=1, eval_samples=1)
+  with pytest.raises(SystemExit):  # the run's workdir is not empty any more
+    ft.main(['--config', 'configs/demo.py:runlocal', '--workdir', str(tmp_path / 'run'),
+             '--train_samples', '1', '--eval_samples', '1'])
+  with pytest.raises(SystemExit, match='no field'):
+    ft.load_config('configs/demo.py', ['no_such_field=1'])
+  with pytest.raises(SystemExit, match='not a int'):
+    ft.load_config('configs/demo.py', ['batch_size=big'])
+  assert ft.load_config('configs/ntu26.py:xsub', ['batch_size=64']).bn_group_size == 16
+  assert ft.synthetic_kind('ntu_mutual26/xsub') == 'ntu'

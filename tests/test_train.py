@@ -105,7 +105,8 @@ def test_loss_falls_every_sample_is_evaluated_and_nothing_recompiles(data_dir, f
 
 
 def _comparable(records):
-  timing = ('train/samples_per_second',)
+  timing = ('time', 'train/samples_per_second', 'train/seconds', 'eval/samples_per_second',
+            'eval/seconds')
   return [{k: v for k, v in r.items() if k not in timing} for r in records]
 
 
@@ -244,6 +245,18 @@ def test_two_processes_train_like_one(data_dir, tmp_path, one_epoch_on_four_devi
     log.seek(0)
     assert w.returncode == 0, log.read()[-3000:]
     log.close()
+  # Throughput counts every host's samples once (the metrics' counts are global sums).
+  config = tiny_config(data_dir, num_epoch=1)
+  n_train = input_pipeline.num_batches(
+      input_pipeline.num_examples(config.dataset, config.train_split, data_dir),
+      batch_size=config.batch_size, train=True) * config.batch_size
+  records = train.read_metrics(str(tmp_path / 'run'))
+  (train_record,) = [r for r in records if 'train/seconds' in r]
+  (eval_record,) = [r for r in records if 'eval/seconds' in r]
+  assert train_record['train/samples_per_second'] * train_record['train/seconds'] == (
+      pytest.approx(n_train))
+  assert eval_record['eval/samples_per_second'] * eval_record['eval/seconds'] == (
+      pytest.approx(eval_record['eval/count']))
   saved = np.load(tmp_path / 'run' / 'params.npz')
   ours = [saved[f'arr_{i}'] for i in range(len(saved.files))]
   _assert_trees(ours, _params(four), rtol=SHARDING_RTOL)
