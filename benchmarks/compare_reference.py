@@ -79,7 +79,12 @@ def reference_callers(reference_dir: str, model_name: str, *, train_batch: Optio
   args = dict(throughput._model_args(model_name))  # pylint: disable=protected-access
   model, loss_fn = _reference_model(reference_dir, args)
   layout = torch.channels_last_3d if channels_last else torch.contiguous_format
-  model = model.to(device, memory_format=layout)
+  model = model.to(device)
+  # Module.to(memory_format=channels_last_3d) fails on the model's 4-D parameters (alpha, M):
+  # the Conv3d weights are what matters.
+  for module in model.modules():
+    if isinstance(module, torch.nn.Conv3d):
+      module.weight.data = module.weight.data.contiguous(memory_format=layout)
   rng = np.random.default_rng(0)
   shape = lambda b: (b, args['num_channels'], args['num_frames'], args['num_joints'],
                      args['num_persons'])
@@ -109,6 +114,53 @@ def reference_callers(reference_dir: str, model_name: str, *, train_batch: Optio
         return model(xe).float().cpu().numpy()
     calls[('eval', b)] = eval_step
   return calls
+
+
+def logits_agreement(model_args: dict, dtype: str, state_dict: dict, x, reference_logits
+                     ) -> dict:
+  """Our eval logits with the reference's weights (`state_dict`) on its input `x` (N, C, T, V, M),
+  against its logits, on JAX's default device: the largest difference over the largest |logit|
+  (the parity tests' measure) and the relative L2 error."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from istanet_jax import torch_compat  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  compute = {'float32': None, 'bfloat16': jnp.bfloat16}[dtype]
+  model = torch_compat.model_from_reference_args(model_args, dtype=compute)
+  variables = torch_compat.variables_from_state_dict(state_dict, model_args)
+  x = np.transpose(np.asarray(x, np.float32), (0, 2, 3, 4, 1))  # -> (N, T, V, M, C)
+  ours = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x),
+                    np.float64)
+  ref = np.asarray(reference_logits, np.float64)
+  return dict(dtype=dtype, device=str(jax.devices()[0].device_kind),
+              max_abs_diff_over_max_abs=float(np.abs(ours - ref).max() / np.abs(ref).max()),
+              relative_l2=float(np.linalg.norm(ours - ref) / np.linalg.norm(ref)))
+
+
+def check_logits(reference_dir: str, model_name: str, dtype: str, device: str,
+                 batch: int = 4) -> dict:
+  """`logits_agreement` of ours in `dtype` with the reference in float32 on `device` (its own
+  initial weights, BatchNorm running statistics perturbed so that they matter)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  args = dict(throughput._model_args(model_name))  # pylint: disable=protected-access
+  model, _ = _reference_model(reference_dir, args)
+  generator = torch.Generator().manual_seed(1)
+  with torch.no_grad():
+    for name, buf in model.named_buffers():
+      if name.endswith('running_mean'):
+        buf.copy_(0.1 * torch.randn(buf.shape, generator=generator))
+      elif name.endswith('running_var'):
+        buf.copy_(0.5 + torch.rand(buf.shape, generator=generator))
+  model = model.to(device).eval()
+  x = np.random.default_rng(1).normal(size=(batch, args['num_channels'], args['num_frames'],
+                                            args['num_joints'], args['num_persons']))
+  x = x.astype(np.float32)
+  with torch.no_grad():
+    logits = model(torch.from_numpy(x).to(device)).cpu().numpy()
+  state_dict = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+  return dict(logits_agreement(args, dtype, state_dict, x, logits), reference_device=device,
+              batch=batch)
 
 
 def run_interleaved(reference_dir: str, model_name: str, *, train_batch: Optional[int],
@@ -175,9 +227,9 @@ def compare(ours: dict, ref: dict) -> list[dict]:
                          latency_ratio=a['median_step_s'] / b['median_step_s'],
                          jax_first_step_incl_compile_s=a['first_step_incl_compile_s'],
                          torch_first_call_s=b['first_call_s']))
-      for side, report in (('jax', a), ('torch', b)):
-        if 'mfu' in report:
-          rows[-1][f'{side}_mfu'] = report['mfu']
+        for side, report in (('jax', a), ('torch', b)):
+          if 'mfu' in report:
+            rows[-1][f'{side}_mfu'] = report['mfu']
   return rows
 
 
@@ -195,6 +247,9 @@ def main(argv=None):
                       help='our compute dtype; the reference always runs float32')
   parser.add_argument('--reference_autocast', action='store_true',
                       help='run the reference under torch.autocast(dtype=torch.bfloat16)')
+  parser.add_argument('--check_logits', action='store_true',
+                      help='first compare our eval logits (in --dtype) with the reference\'s '
+                      '(float32) on its weights and input')
   parser.add_argument('--reference_device', default=None,
                       help='torch device of the reference (default: cuda where available)')
   parser.add_argument('--reference_channels_last', action='store_true',
@@ -215,17 +270,21 @@ def main(argv=None):
   if args.threads < len(os.sched_getaffinity(0)):
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.threads])
   eval_batches = throughput.parse_batches(args.eval_batches)
+  reference_device = args.reference_device or default_reference_device()
+  logits = (check_logits(args.reference_dir, args.model, args.dtype, reference_device)
+            if args.check_logits else None)
   load_before = throughput.load_average()
   ours, ref = run_interleaved(args.reference_dir, args.model, train_batch=args.batch,
                               eval_batches=eval_batches, steps=args.steps, warmup=args.warmup,
                               threads=args.threads, dtype=args.dtype,
                               reference_autocast=args.reference_autocast,
-                              reference_device=args.reference_device or default_reference_device(),
+                              reference_device=reference_device,
                               reference_channels_last=args.reference_channels_last,
                               reference_cudnn=args.reference_cudnn,
                               peak_tflops=throughput.resolve_peak(args.peak_tflops, args.dtype))
   # Other jobs on a shared machine slow both sides alike (their steps alternate), not the ratios.
   report = dict(model=args.model, threads=args.threads, comparison=compare(ours, ref),
+                logits_check=logits,
                 load_average=dict(before=load_before, after=throughput.load_average()),
                 jax=ours, reference=ref)
   throughput.write_report(report, args.out)

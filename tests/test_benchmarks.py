@@ -110,10 +110,13 @@ class Model(torch.nn.Module):
 
   def __init__(self, num_classes, num_channels, num_frames, num_joints, num_persons, **unused):
     super().__init__()
+    # A Conv3d and a 4-D parameter, as the reference has (channels_last_3d must handle both).
+    self.embed = torch.nn.Conv3d(num_channels, num_channels, 1)
+    self.alpha = torch.nn.Parameter(torch.ones(1, 1, 1, 1))
     self.fc = torch.nn.Linear(num_channels * num_frames * num_joints * num_persons, num_classes)
 
   def forward(self, x):
-    return self.fc(x.flatten(1))
+    return self.fc(self.embed(x).flatten(1)) * self.alpha.flatten()
 '''
 
 _STAND_IN_LOSS = '''
@@ -169,14 +172,15 @@ def test_compare_reference_channels_last_and_mfu(tmp_path, capsys):
   assert calls[('eval', 1)]().shape == (1, 26) and float(calls[('train', 2)]()) > 0
   out = tmp_path / 'cmp.json'
   compare_reference.main(['--reference_dir', str(tmp_path / 'ref'), '--model', 'small',
-                          '--batch', '2', '--eval_batches', '', '--steps', '1', '--warmup', '0',
-                          '--reference_channels_last', '--reference_cudnn', 'benchmark',
-                          '--peak_tflops', '1', '--out', str(out)])
+                          '--batch', '2', '--eval_batches', '2,1', '--steps', '1',
+                          '--warmup', '0', '--reference_channels_last', '--reference_cudnn',
+                          'benchmark', '--peak_tflops', '1', '--out', str(out)])
   capsys.readouterr()
   report = json.loads(out.read_text())
   assert report['reference']['channels_last'] and report['reference']['cudnn'] == 'benchmark'
-  (row,) = report['comparison']
-  assert row['jax_mfu'] / row['torch_mfu'] == pytest.approx(row['throughput_ratio'])
+  assert len(report['comparison']) == 3
+  for row in report['comparison']:  # each row's two MFUs are of its own measurement
+    assert row['jax_mfu'] / row['torch_mfu'] == pytest.approx(row['throughput_ratio'])
 
 
 def _records(train_s, eval_s, starts, n_train=100, n_eval=50):
@@ -239,3 +243,48 @@ def test_full_training_runs_the_real_loop(tmp_path, capsys):
     ft.load_config('configs/demo.py', ['batch_size=big'])
   assert ft.load_config('configs/ntu26.py:xsub', ['batch_size=64']).bn_group_size == 16
   assert ft.synthetic_kind('ntu_mutual26/xsub') == 'ntu'
+
+
+def test_logits_agreement_on_a_parity_case():
+  """compare_reference --check_logits's measure on stored reference outputs (pad_odd: odd
+  padding on every axis): float32 within the parity tolerance, bf16 within its documented one."""
+  import numpy as np
+  from benchmarks import compare_reference
+  from parity_cases import Case
+  case = Case('pad_odd')
+  state_dict = {k: np.asarray(v, np.float32) if np.issubdtype(np.asarray(v).dtype, np.floating)
+                else v for k, v in case.state_dict().items()}
+  f32 = compare_reference.logits_agreement(case.model_args, 'float32', state_dict, case.x,
+                                           case.arrays['logits_eval'])
+  bf16 = compare_reference.logits_agreement(case.model_args, 'bfloat16', state_dict, case.x,
+                                            case.arrays['logits_eval'])
+  assert f32['max_abs_diff_over_max_abs'] < 1e-5 and f32['relative_l2'] < 1e-5
+  assert 1e-5 < bf16['max_abs_diff_over_max_abs'] < 5e-2
+  # Logits of other inputs (the batch reversed) are far off: the measure can fail.
+  wrong = compare_reference.logits_agreement(case.model_args, 'float32', state_dict,
+                                             case.x[::-1].copy(), case.arrays['logits_eval'])
+  assert wrong['max_abs_diff_over_max_abs'] > 1e-2
+
+
+def test_gpu_suite_script_runs_a_part(tmp_path):
+  """benchmarks/gpu_suite.sh (what a GPU session runs) on a small model on the CPU: its
+  arguments reach the benchmark, and it ends with the summary lines a device reply shows."""
+  import os
+  import pathlib
+  import subprocess
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  env = dict(os.environ, OUT=str(tmp_path), MODEL='small', PEAK='1', SWEEP='2', EVAL='2',
+             STEPS='1')
+  env.pop('XLA_FLAGS', None)  # one CPU device, as a plain process has
+  proc = subprocess.run(['bash', str(repo / 'benchmarks' / 'gpu_suite.sh'), 'sweep'], cwd=repo,
+                        env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+  report = json.loads((tmp_path / 'gpu_small_bf16_sweep.json').read_text())
+  assert report['dtype'] == 'bfloat16' and report['peak_tflops'] == 1.0
+  assert [(r['kind'], r['batch']) for r in report['results']] == [('train', 2), ('eval', 2)]
+  tail = proc.stdout.strip().splitlines()[-3:]
+  assert tail[0] == '== gpu_small_bf16_sweep.json' and tail[1].startswith('train b2')
+  assert (tmp_path / 'sweep.log').exists()
+  bad = subprocess.run(['bash', str(repo / 'benchmarks' / 'gpu_suite.sh'), 'nonsense'],
+                       cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+  assert bad.returncode != 0 and 'unknown part nonsense' in bad.stdout + bad.stderr

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The speed issue's GPU measurements, in parts that each fit one device call (< 10 minutes).
+# Prepare here first (benchmarks/gpu_prepare.sh), then per part one device run:
+#   carry [".whl", ".ref"], command `bash benchmarks/gpu_suite.sh PART`, timeout 600
+# Parts (in this order; results land in $OUT, then go to benchmarks/results/):
+#   sweep      ours, bf16: train samples/s and MFU for batches $SWEEP, eval at 256 and 1
+#   reference  ours bf16 vs the reference as it trains (float32, main.py's cuDNN settings),
+#              with a logits check first (ours on the reference's weights, on the GPU)
+#   autocast   ours bf16 vs the reference under autocast bf16 + channels_last_3d + autotuned cuDNN
+#   full       a full NTU Mutual 26 x-sub training projected from the real loop (bf16)
+# Environment: BATCH (train batch of the side by side runs, default 64), SWEEP (default
+# 32,64,128,256), EVAL (eval batches of the sweep, default 256,1), FULL_BATCH (the full run's
+# batch, default 32: the reference's recipe), STEPS; for a smoke run on a CPU: MODEL (default
+# ntu26), PEAK (TFLOP/s, default auto), CONFIG (configs/ntu26.py:xsub), NUM_PER_CLASS (300), EPOCHS (4),
+# REFERENCE_DIR (.ref/ISTA-Net), FULL_SET (one more key=value for the full run's config).
+# A persistent compilation cache in /tmp/jax_cache serves later parts while the machine is warm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+part=${1:?usage: gpu_suite.sh sweep|reference|autocast|full}
+out=${OUT:-/tmp/gpu_suite_out}
+mkdir -p "$out"
+# The device image lacks these; where they are installed (a CPU smoke run) the wheels are not used.
+if ! python3 -c 'import grain, tensorflow_datasets, ml_collections, tensorboardX' 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+fi
+export PYTHONUNBUFFERED=1
+export JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+ref=${REFERENCE_DIR:-.ref/ISTA-Net}
+batch=${BATCH:-64}
+steps=${STEPS:-10}
+model=${MODEL:-ntu26}
+peak=${PEAK:-auto}
+log="$out/$part.log"
+{
+  nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv || true
+  case "$part" in
+    sweep)
+      python3 -m benchmarks.throughput --model "$model" --dtype bfloat16 \
+        --batch "${SWEEP:-32,64,128,256}" --eval_batches "${EVAL:-256,1}" --steps "$steps" --warmup 2 \
+        --peak_tflops "$peak" --out "$out/gpu_${model}_bf16_sweep.json" ;;
+    reference)
+      python3 -m benchmarks.compare_reference --reference_dir "$ref" --model "$model" \
+        --batch "$batch" --eval_batches "$batch,1" --steps "$steps" --warmup 2 \
+        --dtype bfloat16 --check_logits --peak_tflops "$peak" \
+        --out "$out/gpu_${model}_bf16_vs_reference.json" ;;
+    autocast)
+      python3 -m benchmarks.compare_reference --reference_dir "$ref" --model "$model" \
+        --batch "$batch" --eval_batches "$batch,1" --steps "$steps" --warmup 2 \
+        --dtype bfloat16 --reference_autocast --reference_channels_last \
+        --reference_cudnn benchmark --peak_tflops "$peak" \
+        --out "$out/gpu_${model}_bf16_vs_reference_autocast.json" ;;
+    full)
+      rm -rf /tmp/full_training
+      python3 -m benchmarks.full_training --config "${CONFIG:-configs/ntu26.py:xsub}" \
+        --epochs "${EPOCHS:-4}" --num_per_class "${NUM_PER_CLASS:-300}" --set dtype=bfloat16 \
+        --set "batch_size=${FULL_BATCH:-32}" ${FULL_SET:+--set "$FULL_SET"} \
+        --workdir /tmp/full_training \
+        --out "$out/gpu_${model}_full_training.json" ;;
+    *)
+      echo "unknown part $part" >&2; exit 2 ;;
+  esac
+} 2>&1 | tee "$log"
+# The last lines of a device reply: the figures that matter.
+python3 - "$out" "$part" <<'EOF'
+import json, pathlib, sys
+out, part = pathlib.Path(sys.argv[1]), sys.argv[2]
+for path in sorted(out.glob('*.json')):
+  report = json.loads(path.read_text())
+  print('==', path.name)
+  for row in report.get('comparison', []):
+    print(f"{row['kind']:5s} b{row['batch']:<4d} ours {row['jax_step_s']*1e3:8.2f} ms  "
+          f"ref {row['torch_step_s']*1e3:8.2f} ms  x{row['throughput_ratio']:.2f}  "
+          f"mfu {row.get('jax_mfu', 0):.3f}/{row.get('torch_mfu', 0):.3f}")
+  for row in report.get('results', []) if 'comparison' not in report else []:
+    print(f"{row['kind']:5s} b{row['batch']:<4d} {row['median_step_s']*1e3:8.2f} ms  "
+          f"{row['samples_per_s']:9.1f}/s  mfu {row.get('mfu', 0):.3f}  "
+          f"first {row['first_step_incl_compile_s']:.1f} s")
+  if report.get('logits_check'):
+    print('logits', report['logits_check'])
+  if 'projection' in report:
+    p = report['projection']
+    print(f"projected {p['projected_total_min']:.1f} min: train {p['train_samples_per_s']:.0f}/s "
+          f"eval {p['eval_samples_per_s']:.0f}/s rest {p['rest_of_epoch_s']:.2f} s/epoch "
+          f"recompilations {report['compilations_after_first_epoch']}")
+EOF
