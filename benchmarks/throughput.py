@@ -73,10 +73,11 @@ def _model_args(name: str) -> dict:
   return json.loads(json.dumps(config))  # tuples -> lists, as the reference's YAML gives
 
 
-def make_model(name: str, dtype: str = 'float32'):
+def make_model(name: str, dtype: str = 'float32', conv_backward: str = 'matmul'):
   from istanet_jax import torch_compat
   compute = {'float32': None, 'bfloat16': jnp.bfloat16}[dtype]
-  return torch_compat.model_from_reference_args(_model_args(name), dtype=compute)
+  return torch_compat.model_from_reference_args(_model_args(name), dtype=compute,
+                                                conv_backward=conv_backward)
 
 
 def make_steps(model, batch: int, *, lr: float = 0.1, weight_decay: float = 4e-4, seed: int = 0):
@@ -248,14 +249,16 @@ def configure_host(args) -> None:
 
 
 def run(model_name: str, *, train_batches: list[int], eval_batches: list[int], dtype: str,
-        steps: int, warmup: int, peak_tflops: Optional[float]) -> dict:
-  model = make_model(model_name, dtype)
+        steps: int, warmup: int, peak_tflops: Optional[float],
+        conv_backward: str = 'matmul') -> dict:
+  model = make_model(model_name, dtype, conv_backward)
   results = []
   for b in train_batches:
     results.append(bench_train(model, b, steps=steps, warmup=warmup, peak_tflops=peak_tflops))
   for b in eval_batches:
     results.append(bench_eval(model, b, steps=steps, warmup=warmup, peak_tflops=peak_tflops))
-  return dict(framework='jax', model=model_name, dtype=dtype, peak_tflops=peak_tflops,
+  return dict(framework='jax', model=model_name, dtype=dtype, conv_backward=conv_backward,
+              peak_tflops=peak_tflops,
               results=results, memory=_peak_memory(), environment=environment())
 
 
@@ -314,6 +317,8 @@ def main(argv=None):
                       help='train batch, or comma-separated batches (a sweep); 0 skips training')
   parser.add_argument('--eval_batches', default='16,1', help='comma-separated; empty skips eval')
   parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
+  parser.add_argument('--conv_backward', default='matmul', choices=['matmul', 'xla'],
+                      help='the 1-D convolutions\' gradients (istanet_jax/model.py _conv_along)')
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--warmup', type=int, default=2)
   add_peak_flag(parser)
@@ -324,7 +329,8 @@ def main(argv=None):
   load_before = load_average()
   report = run(args.model, train_batches=parse_batches(args.batch),
                eval_batches=parse_batches(args.eval_batches), dtype=args.dtype, steps=args.steps,
-               warmup=args.warmup, peak_tflops=resolve_peak(args.peak_tflops, args.dtype))
+               warmup=args.warmup, peak_tflops=resolve_peak(args.peak_tflops, args.dtype),
+               conv_backward=args.conv_backward)
   report['load_average'] = dict(before=load_before, after=load_average())
   write_report(report, args.out)
 

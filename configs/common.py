@@ -95,6 +95,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Ours.
   config.bn_group_size = ml_collections.FieldReference(None, field_type=int)
   config.dtype = 'float32'  # 'bfloat16': bf16 compute, float32 parameters and optimiser
+  # The 1-D convolutions' gradients: 'matmul' (shifted copies, one matmul each; made for XLA:CPU)
+  # or 'xla' (autodiff of the convolution), the same numbers either way.
+  config.conv_backward = 'matmul'
   config.grad_clip_norm = 0.0  # 0: off (the reference does not clip)
   config.checkpoint_every_epochs = 1
   config.keep_checkpoints = 2

@@ -151,8 +151,11 @@ def _conv_impl(x, w, axis, precision):
   return y.reshape(n, a, b, c, w.shape[-1])
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_along(x, w, axis, precision):
+CONV_BACKWARDS = ('matmul', 'xla')
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_along(x, w, axis, precision, backward):
   """A 1-D convolution along axis 1 or 2 of a 5-D channels-last array, hand-made backward.
 
   XLA:CPU differentiates a convolution into layout transposes and a slow weight-gradient
@@ -160,16 +163,23 @@ def _conv_along(x, w, axis, precision):
   give both gradients as one matmul each: the input's dz @ w^T, the weight's dz^T @ x. In
   16-bit the output is float32 (`_accumulation`) and the gradients' matmuls take 16-bit
   operands with float32 products, so all three run on the CPU's matrix units.
+
+  `backward='xla'` differentiates the forward instead (on a GPU: cuDNN's backward convolutions),
+  for measuring which is faster where the matmul form was not designed (the GPU).
   """
   return _conv_impl(x, w, axis, precision)
 
 
-def _conv_along_fwd(x, w, axis, precision):
+def _conv_along_fwd(x, w, axis, precision, backward):
   return _conv_impl(x, w, axis, precision), (x, w)
 
 
-def _conv_along_bwd(axis, precision, residuals, dy):
+def _conv_along_bwd(axis, precision, backward, residuals, dy):
   x, w = residuals
+  if backward == 'xla':
+    _, vjp = jax.vjp(lambda x, w: _conv_impl(x, w, axis, precision), x, w)
+    dx, dw = vjp(dy)
+    return dx.astype(x.dtype), dw.astype(w.dtype)
   k, i, o = w.shape
   acc = _accumulation(x.dtype)
   dy = dy.astype(x.dtype)
@@ -217,6 +227,7 @@ class Conv3d(nn.Module):
   param_dtype: Dtype = jnp.float32
   precision: Any = None
   splits: int = 1
+  conv_backward: str = 'matmul'  # see `_conv_along`
 
   @nn.compact
   def __call__(self, x):
@@ -239,7 +250,8 @@ class Conv3d(nn.Module):
       xc = xs[0] if len(xs) == 1 else jnp.concatenate(xs, -1)
       w = weight.reshape(max(kt, ku), in_features, self.features)
       axis = 2 if kt > 1 else 1
-      y = (_conv_along(xc, w, axis, self.precision) + bias).astype(dtype)
+      y = _conv_along(xc, w, axis, self.precision, self.conv_backward)
+      y = (y + bias).astype(dtype)
       return jnp.split(y, self.splits, axis=-1) if self.splits > 1 else y
     else:
       xc = xs[0] if len(xs) == 1 else jnp.concatenate(xs, -1)
@@ -356,11 +368,12 @@ class ConvBN(nn.Module):
   dtype: Optional[Dtype] = None
   precision: Any = None
   bn_group_size: Optional[int] = None
+  conv_backward: str = 'matmul'
 
   @nn.compact
   def __call__(self, x, train: bool):
     x = Conv3d(self.features, tuple(self.kernel_size), dtype=self.dtype,
-               precision=self.precision, name='0')(x)
+               precision=self.precision, conv_backward=self.conv_backward, name='0')(x)
     return BatchNorm(dtype=self.dtype, group_size=self.bn_group_size, name='1')(x, train)
 
 
@@ -395,6 +408,7 @@ class TSABlock(nn.Module):
   dtype: Optional[Dtype] = None
   precision: Any = None
   bn_group_size: Optional[int] = None
+  conv_backward: str = 'matmul'
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -403,7 +417,7 @@ class TSABlock(nn.Module):
     k_t, k_u = self.kernel_size
     conv_bn = lambda features, kernel, name: ConvBN(
         features, kernel, dtype=self.dtype, precision=self.precision,
-        bn_group_size=self.bn_group_size, name=name)
+        bn_group_size=self.bn_group_size, conv_backward=self.conv_backward, name=name)
 
     xa = x
     if self.use_pes:
@@ -411,6 +425,7 @@ class TSABlock(nn.Module):
       xa = x + jnp.moveaxis(pe, 3, 1).astype(x.dtype)
     # Output channels are (q/k, head, d) as the reference's view(N, 2, H, d, ...).
     qk = Conv3d(2 * h * d, dtype=self.dtype, precision=self.precision, splits=2 * h,
+                conv_backward=self.conv_backward,
                 name='to_qkvs')(xa)
     alpha = self.param('alpha', nn.initializers.ones, (1, h, 1, 1))
     m = self.param('M', nn.initializers.constant(1.0 / self.num_tokens), (1, h, u, u))
@@ -465,8 +480,12 @@ class ISTANet(nn.Module):
   dtype: Optional[Dtype] = None
   precision: Any = None
   bn_group_size: Optional[int] = None
+  # How the 1-D convolutions' gradients are computed (`_conv_along`): 'matmul' or 'xla'.
+  conv_backward: str = 'matmul'
 
   def __post_init__(self):
+    if self.conv_backward not in CONV_BACKWARDS:
+      raise ValueError(f'conv_backward must be one of {CONV_BACKWARDS}, got {self.conv_backward!r}')
     if len(self.window_size) != 3 or min(self.window_size) < 1:
       raise ValueError(f'window_size must be three positive ints (Tw, Jw, Ew), got {self.window_size}')
     if len(self.kernel_size) != 2 or any(k < 1 or k % 2 == 0 for k in self.kernel_size):
@@ -498,14 +517,16 @@ class ISTANet(nn.Module):
     # Token-major (N, U, Tw, JE, C) inside the network (see TSABlock).
     x = jnp.moveaxis(window_partition(x, self.window_size), 3, 1)
     x = ConvBN(self.config[0][0], dtype=self.dtype, precision=self.precision,
-               bn_group_size=self.bn_group_size, name='embed')(x, train)
+               bn_group_size=self.bn_group_size, conv_backward=self.conv_backward,
+               name='embed')(x, train)
     x = leaky_relu(x)
     for i, (cin, cout, qkv_dim) in enumerate(self.config):
       x = TSABlock(cin, cout, qkv_dim, window_size=tuple(self.window_size),
                    num_tokens=self.num_tokens, num_heads=self.num_heads,
                    kernel_size=tuple(self.kernel_size), use_pes=self.use_pes,
                    att_drop=self.att_drop, dtype=self.dtype, precision=self.precision,
-                   bn_group_size=self.bn_group_size, name=f'blocks.{i}')(x, train)
+                   bn_group_size=self.bn_group_size, conv_backward=self.conv_backward,
+                   name=f'blocks.{i}')(x, train)
     x = x.astype(jnp.promote_types(x.dtype, jnp.float32)).mean(axis=(1, 2, 3))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return Linear(self.num_classes, precision=self.precision, name='fc')(x)

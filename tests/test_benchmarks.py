@@ -279,11 +279,11 @@ def test_gpu_suite_script_runs_a_part(tmp_path):
   proc = subprocess.run(['bash', str(repo / 'benchmarks' / 'gpu_suite.sh'), 'sweep'], cwd=repo,
                         env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-  report = json.loads((tmp_path / 'gpu_small_bf16_sweep.json').read_text())
+  report = json.loads((tmp_path / 'gpu_small_bf16_sweep_matmul.json').read_text())
   assert report['dtype'] == 'bfloat16' and report['peak_tflops'] == 1.0
   assert [(r['kind'], r['batch']) for r in report['results']] == [('train', 2), ('eval', 2)]
   tail = proc.stdout.strip().splitlines()[-3:]
-  assert tail[0] == '== gpu_small_bf16_sweep.json' and tail[1].startswith('train b2')
+  assert tail[0] == '== gpu_small_bf16_sweep_matmul.json' and tail[1].startswith('train b2')
   assert (tmp_path / 'sweep.log').exists()
   bad = subprocess.run(['bash', str(repo / 'benchmarks' / 'gpu_suite.sh'), 'nonsense'],
                        cwd=repo, env=env, capture_output=True, text=True, timeout=120)

@@ -125,6 +125,32 @@ def test_shifted_matmuls_are_the_zero_padded_convolution(k):
   np.testing.assert_allclose(_shifted_matmuls(x, w, 'highest', None), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_conv_backward_choices_give_the_same_gradients(dtype):
+  """`conv_backward='xla'` (autodiff of the convolution, for GPUs) and the shifted-copy matmuls
+  compute the same gradients of the whole model."""
+  model = lambda backward: torch_compat.model_from_reference_args(
+      dict(TINY, kernel_size=[3, 5]), dtype=None if dtype == jnp.float32 else dtype,
+      conv_backward=backward)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 12, 10, 2)), jnp.float32)
+  variables = model('matmul').init(jax.random.key(0), jnp.moveaxis(x, 1, -1), train=False)
+
+  def grads(backward):
+    def loss(params):
+      logits, _ = apply_model(model(backward), {**variables, 'params': params}, x, train=True)
+      return (logits ** 2).sum()
+    return jax.grad(loss)(variables['params'])
+  ours, xla = grads('matmul'), grads('xla')
+  tolerance = 1e-5 if dtype == jnp.float32 else 2e-2
+  # One scale for all: conv biases before a train-mode BatchNorm have rounding-noise gradients.
+  scale = max(float(jnp.abs(a).max()) for a in jax.tree_util.tree_leaves(ours))
+  leaves = zip(jax.tree_util.tree_leaves_with_path(ours), jax.tree_util.tree_leaves(xla))
+  for (path, a), b in leaves:
+    assert float(jnp.abs(a - b).max()) / scale < tolerance, jax.tree_util.keystr(path)
+  with pytest.raises(ValueError, match='conv_backward must be one of'):
+    model('cudnn')
+
+
 def test_bfloat16_matmuls_take_bf16_and_give_float32_on_cpu():
   """XLA:CPU multiplies bf16 on the matrix units only with float32 products: the bf16 train
   step must have no bf16-output matmul and no convolution left, and its gradients follow
