@@ -288,3 +288,17 @@ def test_gpu_suite_script_runs_a_part(tmp_path):
   bad = subprocess.run(['bash', str(repo / 'benchmarks' / 'gpu_suite.sh'), 'nonsense'],
                        cwd=repo, env=env, capture_output=True, text=True, timeout=120)
   assert bad.returncode != 0 and 'unknown part nonsense' in bad.stdout + bad.stderr
+
+
+def test_conv_grads_times_each_part(tmp_path, capsys):
+  from benchmarks import conv_grads
+  out = tmp_path / 'conv.json'
+  conv_grads.main(['--batch', '1', '--repeats', '1', '--convs', 'TA', '--dtypes', 'float32',
+                   '--out', str(out)])
+  capsys.readouterr()
+  report = json.loads(out.read_text())
+  assert [(r['conv'], r['conv_backward']) for r in report['results']] == [('TA', 'matmul'),
+                                                                          ('TA', 'xla')]
+  for r in report['results']:
+    for op in ('forward', 'input_grad', 'weight_grad'):
+      assert r[op]['seconds'] > 0 and r[op]['gflops_per_s'] > 0
