@@ -183,7 +183,7 @@ def run_interleaved(reference_dir: str, model_name: str, *, train_batch: Optiona
   ours, ref = [], []
   for (kind, batch), ref_call in ref_calls.items():
     caller = throughput.train_caller if kind == 'train' else throughput.eval_caller
-    our_call, flops, compile_s = caller(model, batch)
+    our_call, flops, compile_s, ops = caller(model, batch)
     firsts = []
     for call in (our_call, ref_call):
       start = time.perf_counter()
@@ -198,8 +198,8 @@ def run_interleaved(reference_dir: str, model_name: str, *, train_batch: Optiona
         start = time.perf_counter()
         call()
         times.append(time.perf_counter() - start)
-    ours.append(throughput._summary(  # pylint: disable=protected-access
-        kind, batch, firsts[0], our_times, flops, compile_s, peak_tflops))
+    ours.append(dict(throughput._summary(  # pylint: disable=protected-access
+        kind, batch, firsts[0], our_times, flops, compile_s, peak_tflops), matmul_ops=ops))
     ref.append(_summary(kind, batch, firsts[1], ref_times))
     if flops is not None and peak_tflops:  # same model, same FLOPs
       ref[-1]['mfu'] = flops / ref[-1]['median_step_s'] / (peak_tflops * 1e12)

@@ -80,6 +80,10 @@ for path in sorted(out.glob('*.json')):
     print(f"{row['kind']:5s} b{row['batch']:<4d} {row['median_step_s']*1e3:8.2f} ms  "
           f"{row['samples_per_s']:9.1f}/s  mfu {row.get('mfu', 0):.3f}  "
           f"first {row['first_step_incl_compile_s']:.1f} s")
+  trains = [r for r in report.get('results', []) if r['kind'] == 'train' and 'matmul_ops' in r]
+  if trains:  # which library calls, in which dtypes, the train step's matmuls became
+    print('train matmuls:', '; '.join(f'{n} x {k}' for k, n in
+                                      list(trains[0]['matmul_ops'].items())[:6]))
   if report.get('logits_check'):
     print('logits', report['logits_check'])
   if 'projection' in report:

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -113,15 +114,44 @@ def make_steps(model, batch: int, *, lr: float = 0.1, weight_decay: float = 4e-4
           jax.jit(eval_step))
 
 
-def _compile(jitted, *args) -> tuple[Optional[float], float]:
-  """(XLA's FLOP count of one call, seconds to lower and compile)."""
+_DEFINITION = re.compile(r'^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*\(?([a-z]\w*)\[')
+_MATMUL_CALL = re.compile(r'\s(dot|convolution|custom-call)\(([^)]*)\)(.*)$')
+_MATMUL_TARGETS = re.compile(r'gemm|matmul|conv|cublas|cudnn', re.I)
+
+
+def matmul_ops(hlo_text: str) -> dict[str, int]:
+  """How many matmuls and convolutions of each kind a compiled program has, by operand and
+  result dtypes: 'dot bf16,bf16->f32', 'custom-call __cudnn$convForward bf16,bf16->bf16', ...
+  Tells whether a bf16 step really multiplies in bf16 (on a GPU: the cuBLAS / cuDNN calls)."""
+  lines = hlo_text.splitlines()
+  dtypes = {m.group(1): m.group(2) for m in map(_DEFINITION.match, lines) if m}
+  counts: dict[str, int] = {}
+  for line in lines:
+    definition, call = _DEFINITION.match(line), _MATMUL_CALL.search(line)
+    if not (definition and call):
+      continue
+    op, args, rest = call.groups()
+    if op == 'custom-call':
+      target = re.search(r'custom_call_target="([^"]+)"', rest)
+      if not target or not _MATMUL_TARGETS.search(target.group(1)):
+        continue
+      op = f'custom-call {target.group(1)}'
+    operands = [dtypes.get(name, '?') for name in re.findall(r'%([\w.\-]+)', args)]
+    key = f'{op} {",".join(operands)}->{definition.group(2)}'
+    counts[key] = counts.get(key, 0) + 1
+  return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _compile(jitted, *args) -> tuple[Optional[float], float, dict]:
+  """(XLA's FLOP count of one call, seconds to lower and compile, `matmul_ops`)."""
   start = time.perf_counter()
   compiled = jitted.lower(*args).compile()
   seconds = time.perf_counter() - start
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else None
-  return (float(cost['flops']) if cost and 'flops' in cost else None), seconds
+  return ((float(cost['flops']) if cost and 'flops' in cost else None), seconds,
+          matmul_ops(compiled.as_text()))
 
 
 def _peak_memory() -> dict:
@@ -168,36 +198,39 @@ def _summary(kind: str, batch: int, first: float, times: list[float], flops: Opt
 
 
 def train_caller(model, batch: int):
-  """(call, flops, compile_s): call() runs one train step (state kept inside) and waits for it."""
+  """(call, flops, compile_s, matmul_ops): call() runs one train step (state kept inside) and
+  waits for it."""
   variables, opt_state, x, y, train_step, _ = make_steps(model, batch)
-  flops, compile_s = _compile(train_step, variables, opt_state, x, y)
+  flops, compile_s, ops = _compile(train_step, variables, opt_state, x, y)
   state = [variables, opt_state]
 
   def call():
     state[0], state[1], loss = train_step(state[0], state[1], x, y)
     return jax.block_until_ready(loss)
-  return call, flops, compile_s
+  return call, flops, compile_s, ops
 
 
 def eval_caller(model, batch: int):
-  """(call, flops, compile_s) for the eval forward."""
+  """(call, flops, compile_s, matmul_ops) for the eval forward."""
   variables, _, x, _, _, eval_step = make_steps(model, batch)
-  flops, compile_s = _compile(eval_step, variables, x)
-  return lambda: jax.block_until_ready(eval_step(variables, x)), flops, compile_s
+  flops, compile_s, ops = _compile(eval_step, variables, x)
+  return lambda: jax.block_until_ready(eval_step(variables, x)), flops, compile_s, ops
 
 
 def bench_train(model, batch: int, *, steps: int = 10, warmup: int = 2,
                 peak_tflops: Optional[float] = None) -> dict:
-  call, flops, compile_s = train_caller(model, batch)
+  call, flops, compile_s, ops = train_caller(model, batch)
   first, times, faults = _time(call, steps, warmup)
-  return _summary('train', batch, first, times, flops, compile_s, peak_tflops, faults)
+  return dict(_summary('train', batch, first, times, flops, compile_s, peak_tflops, faults),
+              matmul_ops=ops)
 
 
 def bench_eval(model, batch: int, *, steps: int = 10, warmup: int = 2,
                peak_tflops: Optional[float] = None) -> dict:
-  call, flops, compile_s = eval_caller(model, batch)
+  call, flops, compile_s, ops = eval_caller(model, batch)
   first, times, faults = _time(call, steps, warmup)
-  return _summary('eval', batch, first, times, flops, compile_s, peak_tflops, faults)
+  return dict(_summary('eval', batch, first, times, flops, compile_s, peak_tflops, faults),
+              matmul_ops=ops)
 
 
 def load_average() -> list[float]:

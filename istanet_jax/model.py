@@ -151,6 +151,41 @@ def _conv_impl(x, w, axis, precision):
   return y.reshape(n, a, b, c, w.shape[-1])
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 3))
+def _einsum_16bit(spec, a, b, precision):
+  """einsum('A,B->C') of 16-bit a, b with float32 products and result, whose backward also
+  multiplies in 16 bits: autodiff would multiply the float32 cotangent by upcast operands,
+  float32 matmuls (off the CPU's matrix units; on a GPU, off the bf16 tensor-core rate). As in
+  `_conv_along`, the cotangent is rounded to a's dtype first (autocast's gradients are bf16)."""
+  return jnp.einsum(spec, a, b, precision=precision, preferred_element_type=jnp.float32)
+
+
+def _einsum_16bit_fwd(spec, a, b, precision):
+  return _einsum_16bit(spec, a, b, precision), (a, b)
+
+
+def _einsum_16bit_bwd(spec, precision, residuals, g):
+  a, b = residuals
+  (sa, sb), sc = spec.split('->')[0].split(','), spec.split('->')[1]
+  g = g.astype(a.dtype)
+  da = jnp.einsum(f'{sc},{sb}->{sa}', g, b, precision=precision,
+                  preferred_element_type=jnp.float32)
+  db = jnp.einsum(f'{sa},{sc}->{sb}', a, g, precision=precision,
+                  preferred_element_type=jnp.float32)
+  return da.astype(a.dtype), db.astype(b.dtype)
+
+
+_einsum_16bit.defvjp(_einsum_16bit_fwd, _einsum_16bit_bwd)
+
+
+def _einsum(spec, a, b, precision):
+  """jnp.einsum, or `_einsum_16bit` for 16-bit operands. Every index of each operand must be
+  in the other or the result (so the backward is two einsums of the same form)."""
+  if _accumulation(a.dtype) is None:
+    return jnp.einsum(spec, a, b, precision=precision)
+  return _einsum_16bit(spec, a, b, precision)
+
+
 CONV_BACKWARDS = ('matmul', 'xla')
 
 
@@ -429,19 +464,23 @@ class TSABlock(nn.Module):
                 name='to_qkvs')(xa)
     alpha = self.param('alpha', nn.initializers.ones, (1, h, 1, 1))
     m = self.param('M', nn.initializers.constant(1.0 / self.num_tokens), (1, h, u, u))
-    acc = _accumulation(x.dtype)
     logits = jnp.stack([
-        jnp.einsum('npk,nqk->npq', qk[i].reshape(n, u, -1), qk[h + i].reshape(n, u, -1),
-                   precision=self.precision, preferred_element_type=acc) for i in range(h)],
-        axis=1)
+        _einsum('npk,nqk->npq', qk[i].reshape(n, u, -1), qk[h + i].reshape(n, u, -1),
+                self.precision) for i in range(h)], axis=1)
     atten = jnp.tanh(logits / (d * tw * je)) * alpha.astype(logits.dtype) + m.astype(logits.dtype)
     atten = nn.Dropout(self.att_drop, deterministic=not train)(atten).astype(x.dtype)
     # Value mixing: every head mixes the (un-encoded) tokens, all heads in one (H*U, U) by
-    # (U, Tw*JE*C) matmul (larger products than one per head, forward and backward). Heads stack
-    # along channels, head major, as the reference's view(N, H*C, ...): `proj` concatenates.
-    mixed = jnp.einsum('nap,npk->nak', jnp.swapaxes(atten, 2, 3).reshape(n, h * u, u),
-                       x.reshape(n, u, tw * je * c), precision=self.precision,
-                       preferred_element_type=acc)
+    # (U, Tw*JE*C) matmul (larger products than one per head, forward and backward). In 16 bits
+    # the rows stay split in (head, token): the gradient of x then contracts over two axes,
+    # which XLA:CPU runs on the matrix units (one axis: as a float32 matmul). Float32 keeps the
+    # flat rows it was tuned with. Heads stack along channels, head major, as the reference's
+    # view(N, H*C, ...): `proj` concatenates.
+    values = x.reshape(n, u, tw * je * c)
+    if _accumulation(x.dtype) is None:
+      mixed = jnp.einsum('nap,npk->nak', jnp.swapaxes(atten, 2, 3).reshape(n, h * u, u), values,
+                         precision=self.precision)
+    else:
+      mixed = _einsum('nhap,npk->nhak', jnp.swapaxes(atten, 2, 3), values, self.precision)
     mixed = mixed.reshape(n, h, u, tw, je, c).astype(x.dtype)
     heads = [mixed[:, i] for i in range(h)]
 

@@ -51,6 +51,21 @@ def test_peak_tflops_auto_knows_hopper_gpus():
   assert throughput.parse_batches('0') == [] and throughput.parse_batches('8, 16') == [8, 16]
 
 
+def test_matmul_ops_reads_operand_and_result_dtypes():
+  """On a GPU the matmuls are library calls: the summary names them with their dtypes."""
+  hlo = """
+  %p0 = bf16[64,32]{1,0} parameter(0)
+  %p1 = bf16[3,32,16]{2,1,0} parameter(1)
+  %conv.1 = (bf16[64,16]{1,0}, u8[0]{0}) custom-call(%p0, %p1), window={size=3}, custom_call_target="__cudnn$convForward"
+  %gemm.2 = (f32[64,16]{1,0}, s8[4]{0}) custom-call(%p0, %p0), custom_call_target="__cublas$lt$matmul"
+  %sort.3 = f32[64]{0} custom-call(%p0), custom_call_target="Sort"
+  ROOT %dot.4 = f32[64,64]{1,0} dot(%p0, %p0), lhs_contracting_dims={1}, rhs_contracting_dims={1}
+  """
+  assert throughput.matmul_ops(hlo) == {
+      'custom-call __cudnn$convForward bf16,bf16->bf16': 1,
+      'custom-call __cublas$lt$matmul bf16,bf16->f32': 1, 'dot bf16,bf16->f32': 1}
+
+
 def test_gemm_reports_every_backend(tmp_path, capsys):
   from benchmarks import gemm
   out = tmp_path / 'gemm.json'
@@ -282,8 +297,14 @@ def test_gpu_suite_script_runs_a_part(tmp_path):
   report = json.loads((tmp_path / 'gpu_small_bf16_sweep_matmul.json').read_text())
   assert report['dtype'] == 'bfloat16' and report['peak_tflops'] == 1.0
   assert [(r['kind'], r['batch']) for r in report['results']] == [('train', 2), ('eval', 2)]
-  tail = proc.stdout.strip().splitlines()[-3:]
+  # On the CPU bf16 matmuls take bf16 and give float32 (the matrix units' form), none gives
+  # bf16; a few small ones stay float32 (the classifier, the 3-channel embedding).
+  ops = report['results'][0]['matmul_ops']
+  assert next(iter(ops)) == 'dot bf16,bf16->f32' and not [k for k in ops if k.endswith('bf16')]
+  assert ops['dot bf16,bf16->f32'] > 3 * ops.get('dot f32,f32->f32', 0), ops
+  tail = proc.stdout.strip().splitlines()[-4:]
   assert tail[0] == '== gpu_small_bf16_sweep_matmul.json' and tail[1].startswith('train b2')
+  assert tail[3].startswith('train matmuls: ') and 'dot bf16,bf16->f32' in tail[3]
   assert (tmp_path / 'sweep.log').exists()
   bad = subprocess.run(['bash', str(repo / 'benchmarks' / 'gpu_suite.sh'), 'nonsense'],
                        cwd=repo, env=env, capture_output=True, text=True, timeout=120)

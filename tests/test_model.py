@@ -1,5 +1,7 @@
 """Properties of the Flax model that the parity fixtures do not pin on their own."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -171,6 +173,13 @@ def test_bfloat16_matmuls_take_bf16_and_give_float32_on_cpu():
   hlo = grads(model16).lower(v['params']).compile().as_text()
   assert ' convolution(' not in hlo
   assert not [l for l in hlo.splitlines() if ' dot(' in l and '= bf16[' in l]
+  # The value mixing's backward multiplies in bf16 too (autodiff's would take float32).
+  dtypes = dict(re.findall(r'%([\w.\-]+) = (\w+)\[', hlo))
+  mixing = [l for l in hlo.splitlines() if ' dot(' in l and 'nhap' in l]
+  assert len(mixing) >= 3 * len(TINY['config'])  # forward and two gradients per block
+  for line in mixing:
+    operands = re.findall(r'%([\w.\-]+)', line.split(' dot(')[1].split(')')[0])
+    assert [dtypes[o] for o in operands] == ['bf16', 'bf16'], line
   g32, g16 = (jnp.concatenate([g.ravel() for g in jax.tree.leaves(grads(m)(v['params']))])
               for m in (model32, model16))
   cosine = float(g32 @ g16 / jnp.linalg.norm(g32) / jnp.linalg.norm(g16))
