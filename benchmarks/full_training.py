@@ -1,7 +1,7 @@
 r"""A full training run projected from the training loop's steady state, input pipeline included.
 
   python -m benchmarks.full_training --config configs/ntu26.py:xsub --workdir /tmp/ntu26_full \
-      --epochs 4 --num_per_class 300 --set dtype=bfloat16 \
+      --epochs 4 --num_per_class 300 --config.dtype=bfloat16 \
       --out benchmarks/results/gpu_ntu26_full_training.json
 
 What runs is `istanet_jax.train.train_and_evaluate` itself: the input pipeline (grain over
@@ -31,7 +31,7 @@ runs under `jax.transfer_guard_device_to_host('disallow_explicit')`.
 from __future__ import annotations
 
 import argparse
-import importlib
+import copy
 import os
 import statistics
 import tempfile
@@ -54,50 +54,6 @@ def synthetic_kind(dataset: str) -> str:
     if dataset.startswith(prefix):
       return kind
   raise ValueError(f'no synthetic raw tree for dataset {dataset!r}')
-
-
-def load_config(spec: str, overrides: list[str]):
-  """configs/<name>.py[:arg] with `key=value` overrides (the field's type decides the parse)."""
-  path, _, arg = spec.partition(':')
-  name = os.path.splitext(os.path.basename(path))[0]
-  module = importlib.import_module(f'configs.{name}')
-  config = module.get_config(arg) if arg else module.get_config()
-  config.unlock()
-  for item in overrides:
-    key, sep, text = item.partition('=')
-    if not sep:
-      raise SystemExit(f'--set {item!r}: expected key=value')
-    try:
-      old = config[key] if '.' not in key else _get(config, key)
-    except (KeyError, AttributeError):
-      raise SystemExit(f'--set {item!r}: the config has no field {key!r}') from None
-    value = _parse(text, old, item)
-    _set(config, key, value)
-  return config
-
-
-def _get(config, dotted: str):
-  for part in dotted.split('.'):
-    config = config[part]
-  return config
-
-
-def _set(config, dotted: str, value) -> None:
-  *parents, last = dotted.split('.')
-  for part in parents:
-    config = config[part]
-  config[last] = value
-
-
-def _parse(text: str, old, item: str):
-  if isinstance(old, bool):
-    if text.lower() not in ('true', 'false', '1', '0'):
-      raise SystemExit(f'--set {item!r}: expected true or false')
-    return text.lower() in ('true', '1')
-  try:
-    return type(old)(text) if isinstance(old, (int, float, str)) else int(text)
-  except ValueError:
-    raise SystemExit(f'--set {item!r}: not a {type(old).__name__}') from None
 
 
 def epoch_timings(records: list[dict]) -> list[dict]:
@@ -172,47 +128,74 @@ def run(config, workdir: str, *, epochs: int, num_per_class: int, train_samples:
                        eval_interval=eval_interval, train_samples=train_samples,
                        eval_samples=eval_samples)
   return dict(dataset=config.dataset, dtype=config.get('dtype', 'float32'),
-              batch_size=config.batch_size, test_batch_size=config.test_batch_size,
+              batch_size=config.batch_size, bn_group_size=config.get('bn_group_size'),
+              test_batch_size=config.test_batch_size,
               file_format=config.get('prepare_file_format'), prepare_s=prepare_s,
               epochs_run=summary['epochs_run'],
               compilations_after_first_epoch=summary['compilations_after_first_epoch'],
               epochs=timings, projection=projection)
 
 
+def _flags():
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'configs/<name>.py[:arg]; override fields '
+                                  'with --config.<key>=value as for istanet_jax.train',
+                                  flag_values=fv, lock_config=True)
+  flags.DEFINE_string('workdir', None, 'an empty directory (default: a new one)', flag_values=fv)
+  flags.DEFINE_integer('epochs', 4, 'epochs to run (>= 3)', flag_values=fv)
+  flags.DEFINE_integer('num_per_class', 300, 'synthetic raw files per class', flag_values=fv)
+  flags.DEFINE_integer('train_samples', None, "the real train split's size (default: "
+                       'SPLIT_SIZES)', flag_values=fv)
+  flags.DEFINE_integer('eval_samples', None, "the real eval split's size", flag_values=fv)
+  flags.DEFINE_string('out', None, 'JSON path (default: print only)', flag_values=fv)
+  flags.DEFINE_bool('no_host_defaults', False, 'skip istanet_jax.host.configure()',
+                    flag_values=fv)
+  return fv
+
+
 def main(argv: Optional[list] = None) -> None:
+  import sys  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
   from benchmarks import throughput  # pylint: disable=import-outside-toplevel
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--config', required=True, help='configs/<name>.py[:arg]')
-  parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
-                      help='config override, e.g. dtype=bfloat16 or batch_size=64 (repeatable)')
-  parser.add_argument('--workdir', default=None, help='an empty directory (default: a new one)')
-  parser.add_argument('--epochs', type=int, default=4, help='epochs to run (>= 3)')
-  parser.add_argument('--num_per_class', type=int, default=300,
-                      help='synthetic raw files per class')
-  parser.add_argument('--train_samples', type=int, default=None,
-                      help='the real train split\'s size (default: SPLIT_SIZES)')
-  parser.add_argument('--eval_samples', type=int, default=None)
-  parser.add_argument('--out', default=None)
-  throughput.add_host_flag(parser)
-  args = parser.parse_args(argv)
+  argv = sys.argv[1:] if argv is None else list(argv)
+  # config_flags finds the --config.<key> overrides in sys.argv when the flag is defined.
+  saved, sys.argv = sys.argv, ['full_training', *argv]
+  try:
+    fv = _flags()
+    if any(a in ('-h', '--help', '-help', '--helpfull') for a in argv):
+      print(f'{__doc__}\n{fv.get_help()}')
+      return
+    rest = fv(sys.argv)
+  except (flags.Error, AttributeError, KeyError, ValueError) as e:  # config_flags: a bad field
+    raise SystemExit(f'error: {e}') from None
+  finally:
+    sys.argv = saved
+  if len(rest) > 1:
+    raise SystemExit(f'error: unexpected arguments {rest[1:]}')
+  args = argparse.Namespace(**{name: fv[name].value for name in fv})
+  if args.config is None:
+    raise SystemExit('error: --config is required')
   if args.epochs < 3:
-    parser.error('--epochs must be >= 3 (epoch 1 compiles; a steady epoch ends where the next '
-                 'starts)')
+    raise SystemExit('error: --epochs must be >= 3 (epoch 1 compiles; a steady epoch ends '
+                     'where the next starts)')
   throughput.configure_host(args)
-  config = load_config(args.config, args.set)
+  config = copy.deepcopy(args.config)
+  config.unlock()
   sizes = SPLIT_SIZES.get(config.dataset)
   train_samples = args.train_samples or (sizes and sizes[0])
   eval_samples = args.eval_samples or (sizes and sizes[1])
   if not (train_samples and eval_samples):
-    parser.error(f'no split sizes known for {config.dataset!r}: give --train_samples and '
-                 '--eval_samples')
+    raise SystemExit(f'error: no split sizes known for {config.dataset!r}: give '
+                     '--train_samples and --eval_samples')
   workdir = args.workdir or tempfile.mkdtemp(prefix='full_training_')
   if os.path.isdir(workdir) and os.listdir(workdir):
-    parser.error(f'--workdir {workdir} is not empty')
+    raise SystemExit(f'error: --workdir {workdir} is not empty')
   load_before = throughput.load_average()
   report = run(config, workdir, epochs=args.epochs, num_per_class=args.num_per_class,
                train_samples=train_samples, eval_samples=eval_samples)
-  report.update(config=args.config, overrides=args.set, workdir=workdir,
+  report.update(command=' '.join(argv), workdir=workdir,
                 load_average=dict(before=load_before, after=throughput.load_average()),
                 environment=throughput.environment())
   throughput.write_report(report, args.out)

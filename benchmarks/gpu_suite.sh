@@ -57,8 +57,9 @@ log="$out/$part.log"
     full)
       rm -rf /tmp/full_training
       python3 -m benchmarks.full_training --config "${CONFIG:-configs/ntu26.py:xsub}" \
-        --epochs "${EPOCHS:-4}" --num_per_class "${NUM_PER_CLASS:-300}" --set dtype=bfloat16 \
-        --set "batch_size=${FULL_BATCH:-32}" ${FULL_SET:+--set "$FULL_SET"} \
+        --epochs "${EPOCHS:-4}" --num_per_class "${NUM_PER_CLASS:-300}" \
+        --config.dtype=bfloat16 "--config.batch_size=${FULL_BATCH:-32}" \
+        ${FULL_SET:+"--config.$FULL_SET"} \
         --workdir /tmp/full_training \
         --out "$out/gpu_${model}_full_training.json" ;;
     *)

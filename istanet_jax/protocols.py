@@ -672,6 +672,8 @@ def _train_main(command: str, argv: Sequence[str]) -> int:
       raise SystemExit(f'error: --folds must be fold numbers, got {fv["folds"].value}') from None
     report = run_folds(config, workdir, folds=folds, **kwargs)
   else:
+    if fv['seeds'].value < 1:
+      raise SystemExit(f'error: --seeds must be at least 1, got {fv["seeds"].value}')
     first = fv['first_seed'].value
     first = config.seed if first is None else first
     report = run_seeds(config, workdir, [first + i for i in range(fv['seeds'].value)], **kwargs)

@@ -229,12 +229,14 @@ def test_full_training_projection_arithmetic():
 
 
 def test_full_training_runs_the_real_loop(tmp_path, capsys):
-  """The benchmark drives train_and_evaluate on a synthetic tree of the config's dataset."""
+  """The benchmark drives train_and_evaluate on a synthetic tree of the config's dataset; the
+  config and its overrides come as for istanet_jax.train."""
   from benchmarks import full_training as ft
+  from configs import demo
   out = tmp_path / 'full.json'
   ft.main(['--config', 'configs/demo.py:runlocal', '--workdir', str(tmp_path / 'run'),
            '--epochs', '3', '--num_per_class', '2', '--train_samples', '1000',
-           '--eval_samples', '500', '--set', 'batch_size=16', '--set', 'num_epoch=4',
+           '--eval_samples', '500', '--config.batch_size=16', '--config.num_epoch=4',
            '--out', str(out)])
   capsys.readouterr()
   report = json.loads(out.read_text())
@@ -246,17 +248,18 @@ def test_full_training_runs_the_real_loop(tmp_path, capsys):
       p['setup_s'] + p['first_epoch_extra_s'] + p['train_total_s'] + 4 * p['rest_of_epoch_s']
       + p['eval_total_s'])
   assert p['train_samples_per_s'] > 0 and p['eval_samples_per_s'] > 0
+  config = demo.get_config('runlocal')
+  config.unlock()
   with pytest.raises(ValueError, match='epochs'):  # more than the config trains
-    ft.run(ft.load_config('configs/demo.py:runlocal', []), str(tmp_path / 'other'), epochs=3,
-           num_per_class=2, train_samples=1, eval_samples=1)
-  with pytest.raises(SystemExit):  # the run's workdir is not empty any more
+    ft.run(config, str(tmp_path / 'other'), epochs=3, num_per_class=2, train_samples=1,
+           eval_samples=1)
+  with pytest.raises(SystemExit, match='not empty'):
     ft.main(['--config', 'configs/demo.py:runlocal', '--workdir', str(tmp_path / 'run'),
              '--train_samples', '1', '--eval_samples', '1'])
-  with pytest.raises(SystemExit, match='no field'):
-    ft.load_config('configs/demo.py', ['no_such_field=1'])
-  with pytest.raises(SystemExit, match='not a int'):
-    ft.load_config('configs/demo.py', ['batch_size=big'])
-  assert ft.load_config('configs/ntu26.py:xsub', ['batch_size=64']).bn_group_size == 16
+  with pytest.raises(SystemExit, match='no_such_field'):
+    ft.main(['--config', 'configs/demo.py', '--config.no_such_field=1'])
+  with pytest.raises(SystemExit, match='no split sizes known'):
+    ft.main(['--config', 'configs/demo.py'])
   assert ft.synthetic_kind('ntu_mutual26/xsub') == 'ntu'
 
 

@@ -364,3 +364,10 @@ def test_help():
     done = _command(*args)
     assert done.returncode == 0, (args, done.stderr)
     assert '--workdir' in done.stdout, args
+
+
+def test_seeds_needs_at_least_one(tmp_path):
+  from istanet_jax import protocols
+  with pytest.raises(SystemExit, match='--seeds must be at least 1, got 0'):
+    protocols.main(['protocols', 'seeds', '--config', 'configs/demo.py', '--workdir',
+                    str(tmp_path), '--seeds', '0'])
