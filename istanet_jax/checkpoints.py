@@ -26,10 +26,16 @@ class Checkpointer:
 
   def __init__(self, directory: str, *, max_to_keep: Optional[int] = 2, use_async: bool = True):
     self.directory = os.path.abspath(directory)
+    # Several hosts: each manager's background commit waits at a barrier named by the step.
+    # `checkpoints/` and `best/` save the same step in an epoch that improves the best, and two
+    # barriers of one name collide ("already ongoing"); the prefix keeps them apart.
+    multiprocessing = ocp.options.MultiprocessingOptions(
+        barrier_sync_key_prefix=os.path.basename(self.directory))
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                             enable_async_checkpointing=use_async),
+                                             enable_async_checkpointing=use_async,
+                                             multiprocessing_options=multiprocessing),
         item_names=('state', 'meta'))
 
   def save(self, step: int, state: Any, meta: dict) -> None:

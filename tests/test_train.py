@@ -262,6 +262,52 @@ def test_two_processes_train_like_one(data_dir, tmp_path, one_epoch_on_four_devi
   _assert_trees(ours, _params(four), rtol=SHARDING_RTOL)
 
 
+CHECKPOINT_WORKER = r'''
+import sys
+import jax
+jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
+sys.path.insert(0, sys.argv[4])
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from istanet_jax import checkpoints
+replicated = NamedSharding(Mesh(np.array(jax.devices()), ('data',)), PartitionSpec())
+last = checkpoints.Checkpointer(sys.argv[3] + '/checkpoints')
+best = checkpoints.Checkpointer(sys.argv[3] + '/best', max_to_keep=1)
+for step in range(1, 6):  # an epoch that improves the best saves its step twice, at once
+  w = np.full((4,), float(step), np.float32)
+  state = {'w': jax.make_array_from_callback(w.shape, replicated, lambda index: w[index])}
+  best.save(step, state, {'epoch': step})
+  last.save(step, state, {'epoch': step})
+last.close()
+best.close()
+print('saved', last.steps(), best.steps())
+'''
+
+
+def test_two_processes_save_one_step_in_two_managers(tmp_path):
+  """Several hosts: `checkpoints/` and `best/` commit the same step concurrently; their
+  barriers must not collide (they did: "Barrier _async_write_complete.7 is already ongoing")."""
+  address = f'127.0.0.1:{_free_port()}'
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1',
+             JAX_PLATFORMS='cpu')
+  logs = [open(tmp_path / f'worker{i}.log', 'w+') for i in range(2)]  # pylint: disable=consider-using-with
+  workers = [subprocess.Popen([sys.executable, '-c', CHECKPOINT_WORKER, address, str(i),
+                               str(tmp_path / 'run'), str(REPO)], env=env, stdout=log,
+                              stderr=subprocess.STDOUT, text=True)
+             for i, log in enumerate(logs)]
+  for w, log in zip(workers, logs):
+    try:
+      w.wait(timeout=120)  # colliding barriers hang until Orbax's timeout: fail sooner
+    finally:
+      w.kill()
+    log.seek(0)
+    text = log.read()
+    assert w.returncode == 0, text[-3000:]
+    assert 'saved [4, 5] [5]' in text, text[-3000:]
+    log.close()
+
+
 def test_eval_mode_on_orbax_and_reference_checkpoints(data_dir, tmp_path, four_device_run):
   workdir, four = four_device_run
   config = tiny_config(data_dir)
