@@ -88,8 +88,9 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str) -> list:
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(l) for l in f if l.strip()]
+  """`workdir/metrics.jsonl`'s records (`viz.read_metrics`: a bad line is named)."""
+  from istanet_jax import viz  # pylint: disable=g-import-not-at-top
+  return viz.read_metrics(os.path.join(workdir, 'metrics.jsonl'))
 
 
 # --------------------------------------------------------------------------- devices
