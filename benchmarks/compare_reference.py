@@ -124,9 +124,8 @@ def logits_agreement(model_args: dict, dtype: str, state_dict: dict, x, referenc
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from istanet_jax import torch_compat  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  compute = {'float32': None, 'bfloat16': jnp.bfloat16}[dtype]
-  model = torch_compat.model_from_reference_args(model_args, dtype=compute)
+  model = torch_compat.model_from_reference_args(model_args,
+                                                dtype=throughput.COMPUTE_DTYPES[dtype])
   variables = torch_compat.variables_from_state_dict(state_dict, model_args)
   x = np.transpose(np.asarray(x, np.float32), (0, 2, 3, 4, 1))  # -> (N, T, V, M, C)
   ours = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x),

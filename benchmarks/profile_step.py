@@ -37,11 +37,20 @@ _INSTRUCTION = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*.*?\s([a-z][\w\-]
 _CALLS = re.compile(r'calls=%?([\w.\-]+)')
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _COMPUTATION = re.compile(r'^\s*(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$')
+_RESULT_DTYPE = re.compile(r'=\s*\(?([a-z]\w*)\[')  # a tuple result: its first element's
+_OPERAND = re.compile(r'%([\w.\-]+)')
+_TARGET = re.compile(r'custom_call_target="([^"]+)"')
 _GEMM_OPS = {'dot', 'convolution'}
+
+# One instruction of compiled HLO text: operands are instruction names; target is a
+# custom call's.
+Instruction = collections.namedtuple('Instruction',
+                                     'opcode op_name calls dtype operands target')
+_UNKNOWN = Instruction('unknown', '', [], '', [], '')
 
 
 def parse_hlo(text: str) -> dict:
-  """{instruction: (opcode, op_name, called computations)} and {computation: opcodes inside}."""
+  """{instruction name: Instruction} and {computation: opcodes inside}."""
   instructions, computations, current = {}, collections.defaultdict(set), None
   for line in text.splitlines():
     header = _COMPUTATION.match(line)
@@ -52,15 +61,19 @@ def parse_hlo(text: str) -> dict:
     if not m:
       continue
     name, opcode, rest = m.groups()
-    op_name = _OP_NAME.search(rest)
-    instructions[name] = (opcode, op_name.group(1) if op_name else '', _CALLS.findall(rest))
+    op_name, dtype, target = _OP_NAME.search(rest), _RESULT_DTYPE.search(line), _TARGET.search(rest)
+    instructions[name] = Instruction(
+        opcode, op_name.group(1) if op_name else '', _CALLS.findall(rest),
+        dtype.group(1) if dtype else '', _OPERAND.findall(rest.split(')', 1)[0]),
+        target.group(1) if target else '')
     if current:
       computations[current].add(opcode)
   return dict(instructions=instructions, computations=computations)
 
 
 def category(name: str, hlo: dict) -> str:
-  opcode, _, calls = hlo['instructions'].get(name, ('unknown', '', []))
+  instruction = hlo['instructions'].get(name, _UNKNOWN)
+  opcode, calls = instruction.opcode, instruction.calls
   inside = set().union(*(hlo['computations'].get(c, set()) for c in calls)) if calls else set()
   if opcode in _GEMM_OPS or inside & _GEMM_OPS:
     return 'gemm'
@@ -115,14 +128,15 @@ def summarise(events: list[dict], hlo: dict, top: int = 25) -> dict:
   for e in attribute_gaps(events):
     name, seconds = e['name'], e['dur'] * 1e-6
     by_category[category(name, hlo)] += seconds
-    by_layer[layer(hlo['instructions'].get(name, ('', '', []))[1])] += seconds
+    by_layer[layer(hlo['instructions'].get(name, _UNKNOWN).op_name)] += seconds
     by_op[name] += seconds
   total = sum(by_category.values())
   rows = lambda counter: {k: dict(seconds=round(v, 4), share=round(v / total, 4))
                           for k, v in counter.most_common()}
   ops = {}
   for name, seconds in by_op.most_common(top):
-    opcode, op_name, _ = hlo['instructions'].get(name, ('unknown', '', []))
+    instruction = hlo['instructions'].get(name, _UNKNOWN)
+    opcode, op_name = instruction.opcode, instruction.op_name
     ops[name] = dict(seconds=round(seconds, 4), category=category(name, hlo), opcode=opcode,
                      op_name=op_name)
   return dict(ops_span_s=round(span, 4), op_seconds_total=round(total, 4),

@@ -74,10 +74,12 @@ def _model_args(name: str) -> dict:
   return json.loads(json.dumps(config))  # tuples -> lists, as the reference's YAML gives
 
 
+COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}  # --dtype -> the model's dtype
+
+
 def make_model(name: str, dtype: str = 'float32', conv_backward: str = 'matmul'):
   from istanet_jax import torch_compat
-  compute = {'float32': None, 'bfloat16': jnp.bfloat16}[dtype]
-  return torch_compat.model_from_reference_args(_model_args(name), dtype=compute,
+  return torch_compat.model_from_reference_args(_model_args(name), dtype=COMPUTE_DTYPES[dtype],
                                                 conv_backward=conv_backward)
 
 
@@ -114,8 +116,6 @@ def make_steps(model, batch: int, *, lr: float = 0.1, weight_decay: float = 4e-4
           jax.jit(eval_step))
 
 
-_DEFINITION = re.compile(r'^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*\(?([a-z]\w*)\[')
-_MATMUL_CALL = re.compile(r'\s(dot|convolution|custom-call)\(([^)]*)\)(.*)$')
 _MATMUL_TARGETS = re.compile(r'gemm|matmul|conv|cublas|cudnn', re.I)
 
 
@@ -123,21 +123,18 @@ def matmul_ops(hlo_text: str) -> dict[str, int]:
   """How many matmuls and convolutions of each kind a compiled program has, by operand and
   result dtypes: 'dot bf16,bf16->f32', 'custom-call __cudnn$convForward bf16,bf16->bf16', ...
   Tells whether a bf16 step really multiplies in bf16 (on a GPU: the cuBLAS / cuDNN calls)."""
-  lines = hlo_text.splitlines()
-  dtypes = {m.group(1): m.group(2) for m in map(_DEFINITION.match, lines) if m}
+  from benchmarks import profile_step  # pylint: disable=import-outside-toplevel
+  instructions = profile_step.parse_hlo(hlo_text)['instructions']
   counts: dict[str, int] = {}
-  for line in lines:
-    definition, call = _DEFINITION.match(line), _MATMUL_CALL.search(line)
-    if not (definition and call):
+  for ins in instructions.values():
+    if ins.opcode in ('dot', 'convolution'):
+      op = ins.opcode
+    elif ins.opcode == 'custom-call' and _MATMUL_TARGETS.search(ins.target):
+      op = f'custom-call {ins.target}'
+    else:
       continue
-    op, args, rest = call.groups()
-    if op == 'custom-call':
-      target = re.search(r'custom_call_target="([^"]+)"', rest)
-      if not target or not _MATMUL_TARGETS.search(target.group(1)):
-        continue
-      op = f'custom-call {target.group(1)}'
-    operands = [dtypes.get(name, '?') for name in re.findall(r'%([\w.\-]+)', args)]
-    key = f'{op} {",".join(operands)}->{definition.group(2)}'
+    operands = [instructions[o].dtype if o in instructions else '?' for o in ins.operands]
+    key = f'{op} {",".join(operands)}->{ins.dtype}'
     counts[key] = counts.get(key, 0) + 1
   return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
