@@ -13,7 +13,8 @@ shared machine. `--dtype bfloat16` runs ours in bf16 (float32 parameters and sta
 against the reference in float32, as it trains; `--reference_autocast` runs the reference
 under `torch.autocast(dtype=torch.bfloat16)` (the quick bf16 a PyTorch user gets). Ratios are
 ours over the reference's samples/s (>1: we are faster) and our latency over theirs (<1: we
-are faster). The process's peak RSS covers both frameworks.
+are faster). The reference runs in a child process (`--reference_process same`: in this one,
+as results before 2026-12 were measured), so the peak RSS reported is ours alone.
 
 On a GPU (`--reference_device cuda`, the default where torch sees one) the reference runs with
 its `main.py`'s cuDNN settings (deterministic, no autotuning) unless `--reference_cudnn
@@ -26,6 +27,8 @@ with XLA's FLOPs of our step (the same model).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
 import statistics
 import sys
@@ -166,51 +169,152 @@ def run_interleaved(reference_dir: str, model_name: str, *, train_batch: Optiona
                     eval_batches: list[int], steps: int, warmup: int, threads: int,
                     dtype: str = 'float32', reference_autocast: bool = False,
                     reference_device: str = 'cpu', reference_channels_last: bool = False,
-                    reference_cudnn: str = 'main_py', peak_tflops: Optional[float] = None
-                    ) -> tuple:
+                    reference_cudnn: str = 'main_py', peak_tflops: Optional[float] = None,
+                    conv_algorithm: str = 'winograd', reference_process: str = 'separate',
+                    alternate: str = 'steps') -> tuple:
   """(ours, reference) reports; each timed step of one alternates with one of the other.
 
   On a shared machine both then see the same background load, so the ratios hold even when
-  the absolute times do not.
+  the absolute times do not (`alternate='rows'`: all our steps of a measurement, then the
+  reference's, for when the two steps' memory does not fit at once). With `reference_process='separate'` the reference runs in a
+  child process that takes one step per request (`ReferenceProcess`): the two frameworks'
+  memory then never adds up in one address space (with the host settings glibc keeps every
+  freed block, and the NTU train step of both in one process peaked at 21-24 GB of 24).
   """
   import torch  # pylint: disable=import-outside-toplevel
-  ref_calls = reference_callers(reference_dir, model_name, train_batch=train_batch,
-                                eval_batches=eval_batches, threads=threads,
-                                autocast=reference_autocast, device=reference_device,
-                                channels_last=reference_channels_last, cudnn=reference_cudnn)
-  model = throughput.make_model(model_name, dtype)
+  ref_kwargs = dict(train_batch=train_batch, eval_batches=eval_batches, threads=threads,
+                    autocast=reference_autocast, device=reference_device,
+                    channels_last=reference_channels_last, cudnn=reference_cudnn)
+  if alternate not in ('steps', 'rows'):
+    raise ValueError(f"alternate must be 'steps' or 'rows', got {alternate!r}")
+  if reference_process not in ('same', 'separate'):
+    raise ValueError(f"reference_process must be 'same' or 'separate', got {reference_process!r}")
+  with contextlib.ExitStack() as stack:
+    if reference_process == 'separate':
+      ref_calls = stack.enter_context(ReferenceProcess(reference_dir, model_name, ref_kwargs))
+    else:
+      ref_calls = reference_callers(reference_dir, model_name, **ref_kwargs)
+    return _interleave(ref_calls, model_name, steps=steps, warmup=warmup, dtype=dtype,
+                       reference_autocast=reference_autocast, reference_device=reference_device,
+                       reference_channels_last=reference_channels_last,
+                       reference_cudnn=reference_cudnn, peak_tflops=peak_tflops,
+                       conv_algorithm=conv_algorithm, reference_process=reference_process,
+                       torch_version=torch.__version__, alternate=alternate)
+
+
+def _serve_reference(conn, reference_dir: str, model_name: str, kwargs: dict,
+                     host_settings: bool) -> None:
+  """The child of `ReferenceProcess`: builds `reference_callers`, then runs the step each
+  request names and answers with its result's type name, until it is sent None."""
+  if host_settings:
+    from istanet_jax import host  # pylint: disable=import-outside-toplevel
+    host.configure()
+  import torch  # pylint: disable=import-outside-toplevel
+  calls = reference_callers(reference_dir, model_name, **kwargs)
+  conn.send((sorted(calls), torch.get_num_threads()))
+  while (key := conn.recv()) is not None:
+    conn.send(type(calls[key]()).__name__)
+
+
+class ReferenceProcess(dict):
+  """`reference_callers`' {(kind, batch): call} served by a child process (spawned, so it
+  shares nothing with JAX's threads); each call runs one step there and waits for it. The
+  child gets the host settings (`istanet_jax.host`) where this process has them."""
+
+  def __init__(self, reference_dir: str, model_name: str, kwargs: dict):
+    import multiprocessing  # pylint: disable=import-outside-toplevel
+    context = multiprocessing.get_context('spawn')
+    self._conn, child = context.Pipe()
+    host_settings = any((throughput._HOST_DEFAULTS[0] or {}).values())  # pylint: disable=protected-access
+    self._process = context.Process(
+        target=_serve_reference, args=(child, reference_dir, model_name, kwargs, host_settings),
+        daemon=True)
+    self._process.start()
+    child.close()
+    try:
+      keys, self.threads = self._conn.recv()
+    except EOFError:
+      raise RuntimeError(f'the reference process exited ({self._process.exitcode}) before '
+                         'it was ready; see its output above') from None
+    super().__init__({tuple(key): functools.partial(self._step, tuple(key)) for key in keys})
+
+  def _step(self, key):
+    self._conn.send(key)
+    return self._conn.recv()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self._conn.send(None)
+    self._process.join(timeout=60)
+    if self._process.is_alive():
+      self._process.kill()
+
+
+def _run(side, n: int) -> None:
+  """Times n calls of side = (call, _, times) into times."""
+  call, _, times = side
+  for _ in range(n):
+    start = time.perf_counter()
+    call()
+    times.append(time.perf_counter() - start)
+
+
+def _interleave(ref_calls, model_name: str, *, steps: int, warmup: int, dtype: str,
+                reference_autocast: bool, reference_device: str, reference_channels_last: bool,
+                reference_cudnn: str, peak_tflops: Optional[float], conv_algorithm: str,
+                reference_process: str, torch_version: str, alternate: str = 'steps'
+                ) -> tuple:
+  from istanet_jax import host  # pylint: disable=import-outside-toplevel
+  model = throughput.make_model(model_name, dtype, conv_algorithm)
   ours, ref = [], []
   for (kind, batch), ref_call in ref_calls.items():
     caller = throughput.train_caller if kind == 'train' else throughput.eval_caller
     our_call, flops, compile_s, ops = caller(model, batch)
-    firsts = []
-    for call in (our_call, ref_call):
-      start = time.perf_counter()
-      call()
-      firsts.append(time.perf_counter() - start)
-    for _ in range(warmup):
-      our_call()
-      ref_call()
-    our_times, ref_times = [], []
-    for _ in range(steps):
-      for call, times in ((our_call, our_times), (ref_call, ref_times)):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
+    sides = ((our_call, [], []), (ref_call, [], []))  # (call, first, timed steps)
+    if alternate == 'rows':
+      # All of our steps, then the reference's, our freed memory handed back in between: for
+      # steps whose memory does not fit twice (the reference in its own process).
+      for side in sides:
+        _run((side[0], None, side[1]), 1)
+        for _ in range(warmup):
+          side[0]()
+        _run(side, steps)
+        host.release_freed_memory()
+    else:
+      for side in sides:
+        _run((side[0], None, side[1]), 1)
+      for _ in range(warmup):
+        for side in sides:
+          side[0]()
+      for _ in range(steps):
+        for side in sides:
+          _run(side, 1)
+    (_, (first_ours,), our_times), (_, (first_ref,), ref_times) = sides
+    firsts = [first_ours, first_ref]
     ours.append(dict(throughput._summary(  # pylint: disable=protected-access
         kind, batch, firsts[0], our_times, flops, compile_s, peak_tflops), matmul_ops=ops))
     ref.append(_summary(kind, batch, firsts[1], ref_times))
     if flops is not None and peak_tflops:  # same model, same FLOPs
       ref[-1]['mfu'] = flops / ref[-1]['median_step_s'] / (peak_tflops * 1e12)
-  ours_report = dict(framework='jax', model=model_name, dtype=dtype, results=ours,
+  ours_report = dict(framework='jax', model=model_name, dtype=dtype,
+                     conv_algorithm=conv_algorithm, results=ours,
                      memory=throughput._peak_memory(),  # pylint: disable=protected-access
                      environment=throughput.environment())
-  ref_report = dict(framework='pytorch', torch=torch.__version__,
+  ref_report = dict(framework='pytorch', torch=torch_version, process=reference_process,
+                    alternate=alternate,
                     autocast='bfloat16' if reference_autocast else None,
                     device=reference_device, channels_last=reference_channels_last,
                     cudnn=reference_cudnn, peak_tflops=peak_tflops,
-                    threads=torch.get_num_threads(), model=model_name, results=ref)
+                    threads=getattr(ref_calls, 'threads', None) or _torch_threads(),
+                    model=model_name, results=ref)
   return ours_report, ref_report
+
+
+def _torch_threads() -> int:
+  import torch  # pylint: disable=import-outside-toplevel
+  return torch.get_num_threads()
 
 
 def compare(ours: dict, ref: dict) -> list[dict]:
@@ -257,6 +361,15 @@ def main(argv=None):
                       help='main_py: deterministic, no autotuning (the reference\'s main.py); '
                       'benchmark: cudnn.benchmark = True')
   throughput.add_peak_flag(parser)
+  throughput.add_conv_algorithm_flag(parser)
+  parser.add_argument('--reference_process', default='separate', choices=['separate', 'same'],
+                      help='the reference in a child process (its memory apart from ours) or in '
+                           'this one (as results before 2026-12 were measured)')
+  parser.add_argument('--alternate', default='steps', choices=['steps', 'rows'],
+                      help='alternate single steps (same background load for both), or time '
+                           'all of our steps of a measurement, release our freed memory, then '
+                           "the reference's (when the two train steps do not fit in memory at "
+                           'once: NTU batch 16 in 24 GB)')
   parser.add_argument('--out', default=None)
   throughput.add_host_flag(parser)
   args = parser.parse_args(argv)
@@ -280,7 +393,10 @@ def main(argv=None):
                               reference_device=reference_device,
                               reference_channels_last=args.reference_channels_last,
                               reference_cudnn=args.reference_cudnn,
-                              peak_tflops=throughput.resolve_peak(args.peak_tflops, args.dtype))
+                              peak_tflops=throughput.resolve_peak(args.peak_tflops, args.dtype),
+                              conv_algorithm=args.conv_algorithm,
+                              reference_process=args.reference_process,
+                              alternate=args.alternate)
   # Other jobs on a shared machine slow both sides alike (their steps alternate), not the ratios.
   report = dict(model=args.model, threads=args.threads, comparison=compare(ours, ref),
                 logits_check=logits,

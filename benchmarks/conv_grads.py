@@ -6,8 +6,9 @@ The token conv `proj` (kernel 5 along the tokens, 3*256 -> 256 channels) and the
 `TA` (kernel 3 along the window's frames, 256 -> 256) of the NTU model's last blocks, on
 (batch, 150 tokens, 20 frames, 2 entities, channels) activations: each of forward, input
 gradient and weight gradient jitted alone (XLA drops the parts a function does not return),
-for every `conv_backward` of `istanet_jax.model._conv_along` and each dtype. GFLOP/s counts
-2 * rows * k * in * out per operation.
+for every `conv_algorithm` (istanet_jax/model.py CONV_ALGORITHMS; 'winograd' in float32 only,
+as the model runs it) and each dtype. GFLOP/s counts the direct convolution's 2 * rows * k * in
+* out per operation, also for Winograd (which does fewer), so the figures compare times.
 """
 
 from __future__ import annotations
@@ -37,13 +38,18 @@ def _time(fn, *args, repeats: int) -> float:
   return statistics.median(times)
 
 
-def measure(name: str, *, batch: int, dtype, backward: str, repeats: int) -> dict:
+def measure(name: str, *, batch: int, dtype, algorithm: str, repeats: int) -> dict:
   axis, k, cin, cout = CONVS[name]
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(batch, TOKENS, FRAMES, ENTITIES, cin)), dtype)
   w = jnp.asarray(rng.normal(size=(k, cin, cout)) / np.sqrt(k * cin), dtype)
   dy = jnp.asarray(rng.normal(size=(batch, TOKENS, FRAMES, ENTITIES, cout)), jnp.float32)
-  conv = lambda x, w: model_lib._conv_along(x, w, axis, None, backward)  # pylint: disable=protected-access
+  # pylint: disable=protected-access
+  if algorithm == 'winograd':
+    conv = lambda x, w: model_lib._winograd_conv(x, w, axis, None)
+  else:
+    conv = lambda x, w: model_lib._conv_along(x, w, axis, None, algorithm)
+  # pylint: enable=protected-access
   grads = lambda x, w, dy: jax.vjp(conv, x, w)[1](dy)
   ops = {'forward': (jax.jit(conv), (x, w)),
          'input_grad': (jax.jit(lambda x, w, dy: grads(x, w, dy)[0]), (x, w, dy)),
@@ -63,7 +69,7 @@ def main(argv=None):
   parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--convs', default='proj,TA')
   parser.add_argument('--dtypes', default='float32,bfloat16')
-  parser.add_argument('--backwards', default=','.join(model_lib.CONV_BACKWARDS))
+  parser.add_argument('--algorithms', default=','.join(model_lib.CONV_ALGORITHMS))
   parser.add_argument('--out', default=None)
   throughput.add_host_flag(parser)
   args = parser.parse_args(argv)
@@ -71,11 +77,13 @@ def main(argv=None):
   results = []
   for name in args.convs.split(','):
     for dtype in args.dtypes.split(','):
-      for backward in args.backwards.split(','):
-        r = measure(name, batch=args.batch, dtype=jnp.dtype(dtype), backward=backward,
+      for algorithm in args.algorithms.split(','):
+        if algorithm == 'winograd' and dtype != 'float32':
+          continue  # the model computes 16-bit convolutions directly
+        r = measure(name, batch=args.batch, dtype=jnp.dtype(dtype), algorithm=algorithm,
                     repeats=args.repeats)
-        results.append(dict(conv=name, dtype=dtype, conv_backward=backward, **r))
-        print(f'{name:4s} {dtype:8s} {backward:6s} ' + '  '.join(
+        results.append(dict(conv=name, dtype=dtype, conv_algorithm=algorithm, **r))
+        print(f'{name:4s} {dtype:8s} {algorithm:8s} ' + '  '.join(
             f'{op} {v["seconds"]*1e3:8.1f} ms {v["gflops_per_s"]:6.1f} GFLOP/s'
             for op, v in r.items()), flush=True)
   throughput.write_report(dict(batch=args.batch, results=results,

@@ -13,8 +13,9 @@
 # batch, default 32: the reference's recipe), STEPS; for a smoke run on a CPU: MODEL (default
 # ntu26), PEAK (TFLOP/s, default auto), CONFIG (configs/ntu26.py:xsub), NUM_PER_CLASS (300), EPOCHS (4),
 # REFERENCE_DIR (.ref/ISTA-Net), FULL_SET (one more key=value for the full run's config).
-# CONV_BACKWARD=xla: the sweep with the 1-D convolutions' gradients by autodiff (cuDNN) instead
-# of the shifted-copy matmuls made for XLA:CPU (then FULL_SET=conv_backward=xla for the full run).
+# CONV_ALGORITHM=xla: the sweep with the 1-D convolutions' gradients by autodiff (cuDNN) instead
+# of the shifted-copy matmuls made for XLA:CPU (then FULL_SET=conv_algorithm=xla for the full
+# run). bf16 compute, which every part uses, takes 'matmul' where 'winograd' is asked for.
 # A persistent compilation cache in /tmp/jax_cache serves later parts while the machine is warm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,8 +42,8 @@ log="$out/$part.log"
     sweep)
       python3 -m benchmarks.throughput --model "$model" --dtype bfloat16 \
         --batch "${SWEEP:-32,64,128,256}" --eval_batches "${EVAL:-256,1}" --steps "$steps" --warmup 2 \
-        --conv_backward "${CONV_BACKWARD:-matmul}" \
-        --peak_tflops "$peak" --out "$out/gpu_${model}_bf16_sweep_${CONV_BACKWARD:-matmul}.json" ;;
+        --conv_algorithm "${CONV_ALGORITHM:-matmul}" \
+        --peak_tflops "$peak" --out "$out/gpu_${model}_bf16_sweep_${CONV_ALGORITHM:-matmul}.json" ;;
     reference)
       python3 -m benchmarks.compare_reference --reference_dir "$ref" --model "$model" \
         --batch "$batch" --eval_batches "$batch,1" --steps "$steps" --warmup 2 \

@@ -77,10 +77,16 @@ def _model_args(name: str) -> dict:
 COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}  # --dtype -> the model's dtype
 
 
-def make_model(name: str, dtype: str = 'float32', conv_backward: str = 'matmul'):
+def add_conv_algorithm_flag(parser) -> None:
+  from istanet_jax import model as model_lib
+  parser.add_argument('--conv_algorithm', default='winograd', choices=model_lib.CONV_ALGORITHMS,
+                      help='how the 1-D convolutions run (istanet_jax/model.py CONV_ALGORITHMS)')
+
+
+def make_model(name: str, dtype: str = 'float32', conv_algorithm: str = 'winograd'):
   from istanet_jax import torch_compat
   return torch_compat.model_from_reference_args(_model_args(name), dtype=COMPUTE_DTYPES[dtype],
-                                                conv_backward=conv_backward)
+                                                conv_algorithm=conv_algorithm)
 
 
 def make_steps(model, batch: int, *, lr: float = 0.1, weight_decay: float = 4e-4, seed: int = 0):
@@ -159,15 +165,19 @@ def _peak_memory() -> dict:
   return {'process_peak_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
-def _time(fn, steps: int, warmup: int) -> tuple[float, list[float], float]:
-  """(first call s, timed step s, minor page faults per timed step).
+def _time(fn, steps: int, warmup: int) -> tuple[float, list[float], dict]:
+  """(first call s, timed step s, {minor page faults per timed step, the first call's kernel
+  CPU seconds}).
 
   The faults are the process's, so on CPU mostly the steps' fresh temporaries (see
-  istanet_jax/host.py).
+  istanet_jax/host.py). The first call's kernel time is mostly its first touch of the memory
+  the step needs (on a virtual machine that can cost seconds per GB).
   """
+  usage = resource.getrusage(resource.RUSAGE_SELF)
   start = time.perf_counter()
   jax.block_until_ready(fn())
   first = time.perf_counter() - start
+  first_kernel_s = resource.getrusage(resource.RUSAGE_SELF).ru_stime - usage.ru_stime
   for _ in range(warmup):
     jax.block_until_ready(fn())
   times = []
@@ -176,17 +186,19 @@ def _time(fn, steps: int, warmup: int) -> tuple[float, list[float], float]:
     start = time.perf_counter()
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - start)
-  return first, times, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps
+  return first, times, dict(
+      minor_page_faults_per_step=(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
+      / steps, first_call_kernel_s=first_kernel_s)
 
 
 def _summary(kind: str, batch: int, first: float, times: list[float], flops: Optional[float],
-             compile_s: float, peak_tflops: Optional[float], faults: Optional[float] = None) -> dict:
+             compile_s: float, peak_tflops: Optional[float], host: Optional[dict] = None
+             ) -> dict:
   median = statistics.median(times)
   out = dict(kind=kind, batch=batch, compile_s=compile_s, first_call_s=first,
              first_step_incl_compile_s=compile_s + first, median_step_s=median,
              min_step_s=min(times), samples_per_s=batch / median, steps=len(times))
-  if faults is not None:
-    out['minor_page_faults_per_step'] = faults
+  out.update(host or {})
   if flops is not None:
     out['flops_per_sample'] = flops / batch
     if peak_tflops:
@@ -217,16 +229,16 @@ def eval_caller(model, batch: int):
 def bench_train(model, batch: int, *, steps: int = 10, warmup: int = 2,
                 peak_tflops: Optional[float] = None) -> dict:
   call, flops, compile_s, ops = train_caller(model, batch)
-  first, times, faults = _time(call, steps, warmup)
-  return dict(_summary('train', batch, first, times, flops, compile_s, peak_tflops, faults),
+  first, times, host_stats = _time(call, steps, warmup)
+  return dict(_summary('train', batch, first, times, flops, compile_s, peak_tflops, host_stats),
               matmul_ops=ops)
 
 
 def bench_eval(model, batch: int, *, steps: int = 10, warmup: int = 2,
                peak_tflops: Optional[float] = None) -> dict:
   call, flops, compile_s, ops = eval_caller(model, batch)
-  first, times, faults = _time(call, steps, warmup)
-  return dict(_summary('eval', batch, first, times, flops, compile_s, peak_tflops, faults),
+  first, times, host_stats = _time(call, steps, warmup)
+  return dict(_summary('eval', batch, first, times, flops, compile_s, peak_tflops, host_stats),
               matmul_ops=ops)
 
 
@@ -248,6 +260,22 @@ def _git_state() -> dict:
     return {}
 
 
+def _cpu_model() -> str:
+  """/proc/cpuinfo's model name and its matrix/vector units (platform.processor() is empty on
+  Linux): results from different machines must say which."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      info = f.read()
+  except OSError:
+    return ''
+  name = next((l.split(':', 1)[1].strip() for l in info.splitlines()
+               if l.startswith('model name')), '')
+  flags = set(next((l.split(':', 1)[1].split() for l in info.splitlines()
+                    if l.startswith('flags')), []))
+  units = [f for f in ('avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16') if f in flags]
+  return f"{name} ({' '.join(units)})" if units else name
+
+
 def environment() -> dict:
   import flax
   devices = jax.devices()
@@ -256,7 +284,7 @@ def environment() -> dict:
       __import__('jaxlib').__version__, flax=flax.__version__, backend=jax.default_backend(),
       device_kind=devices[0].device_kind, device_count=len(devices),
       cpu_count=os.cpu_count(), affinity=len(os.sched_getaffinity(0)),
-      platform=platform.platform(), processor=platform.processor(),
+      platform=platform.platform(), processor=platform.processor() or _cpu_model(),
       xla_flags=os.environ.get('XLA_FLAGS', ''), command=' '.join(sys.argv), git=_git_state(),
       host_defaults=_HOST_DEFAULTS[0])
 
@@ -275,19 +303,19 @@ def configure_host(args) -> None:
     from istanet_jax import host
     _HOST_DEFAULTS[0] = host.configure()
   else:
-    _HOST_DEFAULTS[0] = {'xnnpack': False, 'malloc': False}
+    _HOST_DEFAULTS[0] = {'xnnpack': False, 'malloc': False, 'sync_cpu_dispatch': False}
 
 
 def run(model_name: str, *, train_batches: list[int], eval_batches: list[int], dtype: str,
         steps: int, warmup: int, peak_tflops: Optional[float],
-        conv_backward: str = 'matmul') -> dict:
-  model = make_model(model_name, dtype, conv_backward)
+        conv_algorithm: str = 'winograd') -> dict:
+  model = make_model(model_name, dtype, conv_algorithm)
   results = []
   for b in train_batches:
     results.append(bench_train(model, b, steps=steps, warmup=warmup, peak_tflops=peak_tflops))
   for b in eval_batches:
     results.append(bench_eval(model, b, steps=steps, warmup=warmup, peak_tflops=peak_tflops))
-  return dict(framework='jax', model=model_name, dtype=dtype, conv_backward=conv_backward,
+  return dict(framework='jax', model=model_name, dtype=dtype, conv_algorithm=conv_algorithm,
               peak_tflops=peak_tflops,
               results=results, memory=_peak_memory(), environment=environment())
 
@@ -347,8 +375,7 @@ def main(argv=None):
                       help='train batch, or comma-separated batches (a sweep); 0 skips training')
   parser.add_argument('--eval_batches', default='16,1', help='comma-separated; empty skips eval')
   parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
-  parser.add_argument('--conv_backward', default='matmul', choices=['matmul', 'xla'],
-                      help='the 1-D convolutions\' gradients (istanet_jax/model.py _conv_along)')
+  add_conv_algorithm_flag(parser)
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--warmup', type=int, default=2)
   add_peak_flag(parser)
@@ -360,7 +387,7 @@ def main(argv=None):
   report = run(args.model, train_batches=parse_batches(args.batch),
                eval_batches=parse_batches(args.eval_batches), dtype=args.dtype, steps=args.steps,
                warmup=args.warmup, peak_tflops=resolve_peak(args.peak_tflops, args.dtype),
-               conv_backward=args.conv_backward)
+               conv_algorithm=args.conv_algorithm)
   report['load_average'] = dict(before=load_before, after=load_average())
   write_report(report, args.out)
 

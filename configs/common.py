@@ -95,9 +95,11 @@ def base_config() -> ml_collections.ConfigDict:
   # Ours.
   config.bn_group_size = ml_collections.FieldReference(None, field_type=int)
   config.dtype = 'float32'  # 'bfloat16': bf16 compute, float32 parameters and optimiser
-  # The 1-D convolutions' gradients: 'matmul' (shifted copies, one matmul each; made for XLA:CPU)
-  # or 'xla' (autodiff of the convolution), the same numbers either way.
-  config.conv_backward = 'matmul'
+  # How the 1-D convolutions (proj, TA) run: 'winograd' (F(3,5), F(4,3): about half the
+  # matmul work, float32 rounding-level differences; bf16 compute takes 'matmul'), 'matmul'
+  # (direct, the reference's arithmetic; shifted-copy gradients made for XLA:CPU) or 'xla'
+  # (direct, autodiff of the convolution: cuDNN on a GPU).
+  config.conv_algorithm = 'winograd'
   config.grad_clip_norm = 0.0  # 0: off (the reference does not clip)
   config.checkpoint_every_epochs = 1
   config.keep_checkpoints = 2

@@ -11,7 +11,13 @@ Two settings, both measured on the NTU Mutual 26 model (benchmarks/README.md):
   million page faults, whose kernel time also serialises the compute threads. Memory the
   process has used stays reserved for it (its RSS does not shrink after the peak step).
 
-Set ISTANET_HOST_DEFAULTS=0 to leave both alone; XLA_FLAGS naming xla_cpu_use_xnnpack wins.
+  With that, single-device CPU computations run synchronously (`jax_cpu_enable_async_dispatch`
+  off): with asynchronous dispatch the next step could allocate its temporaries before the
+  previous step's were freed, and the heap, which glibc then keeps, doubled at random (the NTU
+  batch-16 train step: 12.3 GB, then 22.6 GB at its fourth call, out of memory on 24 GB).
+  On XLA:CPU the device is these cores, so dispatching ahead overlaps little.
+
+Set ISTANET_HOST_DEFAULTS=0 to leave all this alone; XLA_FLAGS naming xla_cpu_use_xnnpack wins.
 
 `enable_compilation_cache` keeps compiled programs on disk (JAX's persistent cache): a run
 that compiles what an earlier one did, e.g. a resumed or repeated training, loads them.
@@ -34,13 +40,17 @@ def configure() -> dict:
   """Applies the settings above once per process; returns what was done (for benchmark logs)."""
   if _done:
     return _done[0]
-  applied = {'xnnpack': False, 'malloc': False}
+  applied = {'xnnpack': False, 'malloc': False, 'sync_cpu_dispatch': False}
   if os.environ.get('ISTANET_HOST_DEFAULTS', '1') != '0':
     flags = os.environ.get('XLA_FLAGS', '')
     if _XNNPACK not in flags:
       os.environ['XLA_FLAGS'] = f'{flags} {_XNNPACK}=true'.strip()
       applied['xnnpack'] = True
     applied['malloc'] = _keep_freed_memory()
+    if applied['malloc']:
+      import jax  # pylint: disable=g-import-not-at-top
+      jax.config.update('jax_cpu_enable_async_dispatch', False)  # read when the client starts
+      applied['sync_cpu_dispatch'] = True
   _done.append(applied)
   return applied
 
@@ -58,6 +68,16 @@ def _keep_freed_memory() -> bool:
   # never returns memory (trim threshold -1 is SIZE_MAX to glibc) and never uses mmap.
   return all(mallopt(param, value) == 1 for param, value in
              ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)))
+
+
+def release_freed_memory() -> bool:
+  """Hands the memory the process has freed back to the kernel (glibc's malloc_trim), which the
+  settings above otherwise keep; for benchmarks that must make room for another process."""
+  try:
+    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    return bool(libc.malloc_trim(ctypes.c_size_t(0)))
+  except (OSError, AttributeError):
+    return False
 
 
 def default_cache_dir() -> str:

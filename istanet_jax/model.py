@@ -28,6 +28,7 @@ checkpoints, carried so that a loaded model uses the stored values bit for bit).
 
 from __future__ import annotations
 
+import fractions
 import functools
 import math
 from typing import Any, Optional, Sequence
@@ -186,7 +187,149 @@ def _einsum(spec, a, b, precision):
   return _einsum_16bit(spec, a, b, precision)
 
 
-CONV_BACKWARDS = ('matmul', 'xla')
+# How the 1-D convolutions (`proj`'s (1,1,k_u) and `TA`'s (k_t,1,1)) run; see `_conv_along`
+# and `_winograd_conv`. 16-bit compute takes 'matmul' where 'winograd' is asked for.
+CONV_ALGORITHMS = ('winograd', 'matmul', 'xla')
+
+# Winograd minimal filtering F(m, k) for kernel size k: m outputs per tile and the interpolation
+# points (with infinity). F(4,5) does the token conv's work in 8 matmuls per 4 outputs instead of
+# 20, F(4,3) the temporal conv's in 6 per 4 instead of 12. Points 0, +-1, +-2, +-1/2 keep the
+# float32 error within ~5e-6 of the largest output and gradient (the direct convolution's is
+# ~1e-6; tests/test_model.py bounds it); other choices measured: F(3,5) as accurate but
+# slower, F(4,5) with 1/4 for -2 and F(5,5) lose a digit, F(5,3) no faster than F(4,3).
+_HALF = fractions.Fraction(1, 2)
+WINOGRAD_TILES = {3: (4, (0, 1, -1, 2, -2)), 5: (4, (0, 1, -1, 2, -2, _HALF, -_HALF))}
+
+
+@functools.cache
+def winograd_matrices(m: int, k: int, points: Sequence[Any]):
+  """(AT (m, a), G (a, k), BT (a, a)), a = m + k - 1, float64: the correlation of a tile of a
+  inputs x with a kernel w, y[i] = sum_j x[i + j] w[j] for i < m, is AT @ ((G @ w) * (BT @ x)).
+
+  Toom-Cook: the polynomial product of w and an m-term polynomial is evaluated at the points
+  (E w, D d), multiplied pointwise and interpolated (V^-1); correlation is its transpose,
+  so AT = D^T, G = E, BT = V^-T. Computed in exact fractions, rounded once.
+  """
+  a = m + k - 1
+  points = [fractions.Fraction(p) for p in points]
+  if len(points) != a - 1 or len(set(points)) != a - 1:
+    raise ValueError(f'F({m},{k}) needs {a - 1} distinct finite points, got {points}')
+
+  def evaluation(n):  # rows: the n coefficients' weights at each point, last: infinity
+    return [[p ** i for i in range(n)] for p in points] + [[0] * (n - 1) + [1]]
+
+  # Gauss-Jordan inverse of the a x a evaluation matrix, in fractions.
+  rows = [r + [int(i == j) for j in range(a)] for i, r in enumerate(evaluation(a))]
+  for c in range(a):
+    pivot = next(i for i in range(c, a) if rows[i][c] != 0)
+    rows[c], rows[pivot] = rows[pivot], rows[c]
+    rows[c] = [v / rows[c][c] for v in rows[c]]
+    for i in range(a):
+      if i != c and rows[i][c] != 0:
+        rows[i] = [vi - rows[i][c] * vc for vi, vc in zip(rows[i], rows[c])]
+  v_inv = np.array([r[a:] for r in rows], np.float64)
+  at = np.array(evaluation(m), np.float64).T
+  g = np.array(evaluation(k), np.float64)
+  return at, g, v_inv.T
+
+
+def _combine(matrix, arrays, axis=0):
+  """Stacks sum_i matrix[j, i] * arrays[i] over j along a new `axis`, skipping zero terms (one
+  fused elementwise pass in XLA)."""
+  out = []
+  for row in matrix:
+    terms = [(float(c), v) for c, v in zip(row, arrays) if c != 0]
+    total = None
+    for c, v in terms:
+      term = v if c == 1 else -v if c == -1 else v * jnp.asarray(c, v.dtype)
+      total = term if total is None else total + term
+    out.append(total)
+  return jnp.stack(out, axis=axis)
+
+
+def _winograd_input(x4, m, k, tiles):
+  """BT applied to every tile: (P, L, R, I) -> (a, P * tiles * R, I). Tile t covers inputs
+  t*m - (k-1)/2 .. t*m - (k-1)/2 + a - 1, zero outside: the padded input cut in blocks of m,
+  input i of a tile being block t + i // m, row i % m (no strided gathers)."""
+  p, length, r, i = x4.shape
+  left = (k - 1) // 2
+  blocks = tiles + -(-(k - 1) // m)
+  x4 = jnp.pad(x4, [(0, 0), (left, blocks * m - length - left), (0, 0), (0, 0)])
+  xb = x4.reshape(p, blocks, m, r, i)
+  _, _, bt = winograd_matrices(m, k, WINOGRAD_TILES[k][1])
+  windows = [xb[:, j // m:j // m + tiles, j % m] for j in range(m + k - 1)]
+  return _combine(bt, windows).reshape(m + k - 1, -1, i)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _winograd_conv4(x4, w, precision):
+  """The 'same' cross-correlation of x4 (P, L, R, I) along L with w (k, I, O) by Winograd's
+  F(m, k) (`WINOGRAD_TILES`): a batched matmul of the transformed tiles by the transformed
+  kernel, a = m + k - 1 matmuls of (P*ceil(L/m)*R, I) by (I, O).
+
+  The backward is Winograd too: the input gradient is the same correlation of the output
+  gradient with the kernel flipped and transposed, the weight gradient a matmul per point of
+  the transformed input and output gradient. Only x4 is kept: the transformed input (a/m times
+  its size) is recomputed.
+  """
+  return _winograd_correlate(x4, w, precision)
+
+
+def _winograd_weights(w, m, precision):
+  _, g, _ = winograd_matrices(m, w.shape[0], WINOGRAD_TILES[w.shape[0]][1])
+  return jnp.einsum('aj,jio->aio', jnp.asarray(g, w.dtype), w, precision=precision)
+
+
+def _winograd_correlate(x4, w, precision):
+  p, length, r, _ = x4.shape
+  k, _, o = w.shape
+  m = WINOGRAD_TILES[k][0]
+  tiles = -(-length // m)
+  at, _, _ = winograd_matrices(m, k, WINOGRAD_TILES[k][1])
+  xt = _winograd_input(x4, m, k, tiles)
+  yt = jnp.einsum('ari,aio->aro', xt, _winograd_weights(w, m, precision), precision=precision)
+  yt = yt.reshape(m + k - 1, p, tiles, r, o)
+  y = _combine(at, list(yt), axis=2).reshape(p, tiles * m, r, o)
+  return y[:, :length]
+
+
+def _winograd_conv4_fwd(x4, w, precision):
+  return _winograd_correlate(x4, w, precision), (x4, w)
+
+
+def _winograd_conv4_bwd(precision, residuals, dy):
+  x4, w = residuals
+  p, length, r, i = x4.shape
+  k, _, o = w.shape
+  m = WINOGRAD_TILES[k][0]
+  tiles = -(-length // m)
+  at, g, _ = winograd_matrices(m, k, WINOGRAD_TILES[k][1])
+  dx = _winograd_correlate(dy, w[::-1].swapaxes(1, 2), precision)
+  # dw[j] = sum over tiles of the transformed input and output gradient, per point, then G^T.
+  # The barrier orders this after dx (so the two gradients' transformed arrays are never all
+  # alive at once) and keeps XLA from reusing the forward's transformed input instead of
+  # recomputing it, which would keep every block's (a/m times its input) until the backward.
+  x4, dx = jax.lax.optimization_barrier((x4, dx))
+  xt = _winograd_input(x4, m, k, tiles)
+  dy = jnp.pad(dy, [(0, 0), (0, tiles * m - length), (0, 0), (0, 0)]).reshape(p, tiles, m, r, o)
+  dyt = _combine(at.T, [dy[:, :, j] for j in range(m)]).reshape(m + k - 1, -1, o)
+  # dwt^T = dyt^T xt, then the small transposes (XLA:CPU's faster orientation, as in
+  # `_conv_along`).
+  dwt = jnp.einsum('aro,ari->aoi', dyt, xt, precision=precision)
+  dw = jnp.einsum('aj,aoi->jio', jnp.asarray(g, w.dtype), dwt, precision=precision)
+  return dx, dw
+
+
+_winograd_conv4.defvjp(_winograd_conv4_fwd, _winograd_conv4_bwd)
+
+
+def _winograd_conv(x, w, axis, precision):
+  """`_conv_along`'s convolution (x (N, A, B, C, I) along axis 1 or 2) by `_winograd_conv4`."""
+  n, a, b, c, _ = x.shape
+  x4 = x.reshape(n, a, b * c, -1) if axis == 1 else x.reshape(n * a, b, c, -1)
+  return _winograd_conv4(x4, w, precision).reshape(n, a, b, c, w.shape[-1])
+
+
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -262,7 +405,7 @@ class Conv3d(nn.Module):
   param_dtype: Dtype = jnp.float32
   precision: Any = None
   splits: int = 1
-  conv_backward: str = 'matmul'  # see `_conv_along`
+  conv_algorithm: str = 'winograd'  # see CONV_ALGORITHMS
 
   @nn.compact
   def __call__(self, x):
@@ -285,7 +428,12 @@ class Conv3d(nn.Module):
       xc = xs[0] if len(xs) == 1 else jnp.concatenate(xs, -1)
       w = weight.reshape(max(kt, ku), in_features, self.features)
       axis = 2 if kt > 1 else 1
-      y = _conv_along(xc, w, axis, self.precision, self.conv_backward)
+      if (self.conv_algorithm == 'winograd' and not low_precision
+          and w.shape[0] in WINOGRAD_TILES):
+        y = _winograd_conv(xc, w, axis, self.precision)
+      else:
+        backward = 'matmul' if self.conv_algorithm == 'winograd' else self.conv_algorithm
+        y = _conv_along(xc, w, axis, self.precision, backward)
       y = (y + bias).astype(dtype)
       return jnp.split(y, self.splits, axis=-1) if self.splits > 1 else y
     else:
@@ -403,12 +551,12 @@ class ConvBN(nn.Module):
   dtype: Optional[Dtype] = None
   precision: Any = None
   bn_group_size: Optional[int] = None
-  conv_backward: str = 'matmul'
+  conv_algorithm: str = 'winograd'
 
   @nn.compact
   def __call__(self, x, train: bool):
     x = Conv3d(self.features, tuple(self.kernel_size), dtype=self.dtype,
-               precision=self.precision, conv_backward=self.conv_backward, name='0')(x)
+               precision=self.precision, conv_algorithm=self.conv_algorithm, name='0')(x)
     return BatchNorm(dtype=self.dtype, group_size=self.bn_group_size, name='1')(x, train)
 
 
@@ -443,7 +591,7 @@ class TSABlock(nn.Module):
   dtype: Optional[Dtype] = None
   precision: Any = None
   bn_group_size: Optional[int] = None
-  conv_backward: str = 'matmul'
+  conv_algorithm: str = 'winograd'
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -452,7 +600,7 @@ class TSABlock(nn.Module):
     k_t, k_u = self.kernel_size
     conv_bn = lambda features, kernel, name: ConvBN(
         features, kernel, dtype=self.dtype, precision=self.precision,
-        bn_group_size=self.bn_group_size, conv_backward=self.conv_backward, name=name)
+        bn_group_size=self.bn_group_size, conv_algorithm=self.conv_algorithm, name=name)
 
     xa = x
     if self.use_pes:
@@ -460,7 +608,7 @@ class TSABlock(nn.Module):
       xa = x + jnp.moveaxis(pe, 3, 1).astype(x.dtype)
     # Output channels are (q/k, head, d) as the reference's view(N, 2, H, d, ...).
     qk = Conv3d(2 * h * d, dtype=self.dtype, precision=self.precision, splits=2 * h,
-                conv_backward=self.conv_backward,
+                conv_algorithm=self.conv_algorithm,
                 name='to_qkvs')(xa)
     alpha = self.param('alpha', nn.initializers.ones, (1, h, 1, 1))
     m = self.param('M', nn.initializers.constant(1.0 / self.num_tokens), (1, h, u, u))
@@ -519,12 +667,14 @@ class ISTANet(nn.Module):
   dtype: Optional[Dtype] = None
   precision: Any = None
   bn_group_size: Optional[int] = None
-  # How the 1-D convolutions' gradients are computed (`_conv_along`): 'matmul' or 'xla'.
-  conv_backward: str = 'matmul'
+  # How the 1-D convolutions run: 'winograd' (float32/64; `_winograd_conv`), 'matmul' (direct,
+  # `_conv_along`'s shifted-copy backward) or 'xla' (direct, autodiff of the convolution).
+  conv_algorithm: str = 'winograd'
 
   def __post_init__(self):
-    if self.conv_backward not in CONV_BACKWARDS:
-      raise ValueError(f'conv_backward must be one of {CONV_BACKWARDS}, got {self.conv_backward!r}')
+    if self.conv_algorithm not in CONV_ALGORITHMS:
+      raise ValueError(f'conv_algorithm must be one of {CONV_ALGORITHMS}, '
+                       f'got {self.conv_algorithm!r}')
     if len(self.window_size) != 3 or min(self.window_size) < 1:
       raise ValueError(f'window_size must be three positive ints (Tw, Jw, Ew), got {self.window_size}')
     if len(self.kernel_size) != 2 or any(k < 1 or k % 2 == 0 for k in self.kernel_size):
@@ -556,7 +706,7 @@ class ISTANet(nn.Module):
     # Token-major (N, U, Tw, JE, C) inside the network (see TSABlock).
     x = jnp.moveaxis(window_partition(x, self.window_size), 3, 1)
     x = ConvBN(self.config[0][0], dtype=self.dtype, precision=self.precision,
-               bn_group_size=self.bn_group_size, conv_backward=self.conv_backward,
+               bn_group_size=self.bn_group_size, conv_algorithm=self.conv_algorithm,
                name='embed')(x, train)
     x = leaky_relu(x)
     for i, (cin, cout, qkv_dim) in enumerate(self.config):
@@ -564,7 +714,7 @@ class ISTANet(nn.Module):
                    num_tokens=self.num_tokens, num_heads=self.num_heads,
                    kernel_size=tuple(self.kernel_size), use_pes=self.use_pes,
                    att_drop=self.att_drop, dtype=self.dtype, precision=self.precision,
-                   bn_group_size=self.bn_group_size, conv_backward=self.conv_backward,
+                   bn_group_size=self.bn_group_size, conv_algorithm=self.conv_algorithm,
                    name=f'blocks.{i}')(x, train)
     x = x.astype(jnp.promote_types(x.dtype, jnp.float32)).mean(axis=(1, 2, 3))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)

@@ -21,7 +21,8 @@ def test_throughput_writes_results_json(tmp_path, capsys):
   assert [len(report['load_average'][k]) for k in ('before', 'after')] == [3, 3]
   assert all(r['minor_page_faults_per_step'] >= 0 for r in report['results'])
   # What istanet_jax.host.configure() did in this process (the conftest applied it).
-  assert report['environment']['host_defaults'] == {'xnnpack': True, 'malloc': True}
+  assert report['environment']['host_defaults'] == {'xnnpack': True, 'malloc': True,
+                                                    'sync_cpu_dispatch': True}
 
 
 def test_throughput_batch_sweep_and_mfu(tmp_path, capsys):
@@ -158,7 +159,8 @@ def test_compare_reference_alternates_both_sides(tmp_path, capsys):
   out = tmp_path / 'cmp.json'
   compare_reference.main(['--reference_dir', str(tmp_path / 'ref'), '--model', 'small',
                           '--batch', '2', '--eval_batches', '2', '--steps', '1', '--warmup', '0',
-                          '--dtype', 'bfloat16', '--reference_autocast', '--out', str(out)])
+                          '--dtype', 'bfloat16', '--reference_autocast', '--alternate', 'rows',
+                          '--out', str(out)])
   capsys.readouterr()
   report = json.loads(out.read_text())
   assert report['jax']['dtype'] == 'bfloat16' and report['reference']['autocast'] == 'bfloat16'
@@ -166,8 +168,12 @@ def test_compare_reference_alternates_both_sides(tmp_path, capsys):
   for row in report['comparison']:
     assert row['throughput_ratio'] == pytest.approx(
         row['jax_samples_per_s'] / row['torch_samples_per_s'])
-  # On the CPU the reference runs on torch's CPU device with main.py's cuDNN settings.
+  # On the CPU the reference runs on torch's CPU device with main.py's cuDNN settings, in a
+  # process of its own (its memory apart from ours).
   assert report['reference']['device'] == 'cpu' and report['reference']['cudnn'] == 'main_py'
+  assert report['reference']['process'] == 'separate' and report['reference']['threads'] >= 1
+  assert report['reference']['alternate'] == 'rows'
+  assert all(r['steps'] == 1 for side in ('jax', 'reference') for r in report[side]['results'])
   with pytest.raises(SystemExit, match='no model/ISTANet.py'):
     compare_reference.main(['--reference_dir', str(tmp_path), '--model', 'small'])
 
@@ -189,10 +195,12 @@ def test_compare_reference_channels_last_and_mfu(tmp_path, capsys):
   compare_reference.main(['--reference_dir', str(tmp_path / 'ref'), '--model', 'small',
                           '--batch', '2', '--eval_batches', '2,1', '--steps', '1',
                           '--warmup', '0', '--reference_channels_last', '--reference_cudnn',
-                          'benchmark', '--peak_tflops', '1', '--out', str(out)])
+                          'benchmark', '--peak_tflops', '1', '--reference_process', 'same',
+                          '--out', str(out)])
   capsys.readouterr()
   report = json.loads(out.read_text())
   assert report['reference']['channels_last'] and report['reference']['cudnn'] == 'benchmark'
+  assert report['reference']['process'] == 'same'
   assert len(report['comparison']) == 3
   for row in report['comparison']:  # each row's two MFUs are of its own measurement
     assert row['jax_mfu'] / row['torch_mfu'] == pytest.approx(row['throughput_ratio'])
@@ -321,8 +329,8 @@ def test_conv_grads_times_each_part(tmp_path, capsys):
                    '--out', str(out)])
   capsys.readouterr()
   report = json.loads(out.read_text())
-  assert [(r['conv'], r['conv_backward']) for r in report['results']] == [('TA', 'matmul'),
-                                                                          ('TA', 'xla')]
+  assert [(r['conv'], r['conv_algorithm']) for r in report['results']] == [
+      ('TA', 'winograd'), ('TA', 'matmul'), ('TA', 'xla')]
   for r in report['results']:
     for op in ('forward', 'input_grad', 'weight_grad'):
       assert r[op]['seconds'] > 0 and r[op]['gflops_per_s'] > 0

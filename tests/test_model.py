@@ -128,29 +128,91 @@ def test_shifted_matmuls_are_the_zero_padded_convolution(k):
 
 
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
-def test_conv_backward_choices_give_the_same_gradients(dtype):
-  """`conv_backward='xla'` (autodiff of the convolution, for GPUs) and the shifted-copy matmuls
-  compute the same gradients of the whole model."""
-  model = lambda backward: torch_compat.model_from_reference_args(
+def test_conv_algorithms_give_the_same_gradients(dtype):
+  """Winograd, the shifted-copy matmuls and autodiff of the convolution (for GPUs) compute the
+  same logits and gradients of the whole model (bf16 takes 'matmul' for 'winograd')."""
+  model = lambda algorithm: torch_compat.model_from_reference_args(
       dict(TINY, kernel_size=[3, 5]), dtype=None if dtype == jnp.float32 else dtype,
-      conv_backward=backward)
+      conv_algorithm=algorithm)
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 12, 10, 2)), jnp.float32)
   variables = model('matmul').init(jax.random.key(0), jnp.moveaxis(x, 1, -1), train=False)
 
-  def grads(backward):
+  def grads(algorithm):
     def loss(params):
-      logits, _ = apply_model(model(backward), {**variables, 'params': params}, x, train=True)
-      return (logits ** 2).sum()
-    return jax.grad(loss)(variables['params'])
-  ours, xla = grads('matmul'), grads('xla')
+      logits, _ = apply_model(model(algorithm), {**variables, 'params': params}, x, train=True)
+      return (logits ** 2).sum(), logits
+    return jax.grad(loss, has_aux=True)(variables['params'])
+  ours = grads('matmul')
   tolerance = 1e-5 if dtype == jnp.float32 else 2e-2
   # One scale for all: conv biases before a train-mode BatchNorm have rounding-noise gradients.
-  scale = max(float(jnp.abs(a).max()) for a in jax.tree_util.tree_leaves(ours))
-  leaves = zip(jax.tree_util.tree_leaves_with_path(ours), jax.tree_util.tree_leaves(xla))
-  for (path, a), b in leaves:
-    assert float(jnp.abs(a - b).max()) / scale < tolerance, jax.tree_util.keystr(path)
-  with pytest.raises(ValueError, match='conv_backward must be one of'):
+  scale = max(float(jnp.abs(a).max()) for a in jax.tree_util.tree_leaves(ours[0]))
+  for algorithm in ('xla', 'winograd'):
+    other = grads(algorithm)
+    assert float(jnp.abs(other[1] - ours[1]).max() / jnp.abs(ours[1]).max()) < tolerance
+    leaves = zip(jax.tree_util.tree_leaves_with_path(ours[0]), jax.tree_util.tree_leaves(other[0]))
+    for (path, a), b in leaves:
+      assert float(jnp.abs(a - b).max()) / scale < tolerance, (algorithm, jax.tree_util.keystr(path))
+  with pytest.raises(ValueError, match='conv_algorithm must be one of'):
     model('cudnn')
+
+
+@pytest.mark.parametrize('m,k', [(4, 3), (3, 5), (2, 3), (2, 5), (2, 7)])
+def test_winograd_matrices_compute_the_correlation(m, k):
+  from istanet_jax.model import winograd_matrices
+  points = (0, 1, -1, 2, -2, 0.5, -0.5, 3)[:m + k - 2]
+  at, g, bt = winograd_matrices(m, k, points)
+  assert at.shape == (m, m + k - 1) and g.shape == (m + k - 1, k) and bt.shape == (m + k - 1,) * 2
+  rng = np.random.default_rng(m * 10 + k)
+  for _ in range(3):
+    x, w = rng.normal(size=m + k - 1), rng.normal(size=k)
+    want = [x[i:i + k] @ w for i in range(m)]
+    np.testing.assert_allclose(at @ ((g @ w) * (bt @ x)), want, rtol=1e-12, atol=1e-12)
+  with pytest.raises(ValueError, match='distinct finite points'):
+    winograd_matrices(m, k, (0,) * (m + k - 2))
+
+
+def _direct_conv(x4, w):
+  k = w.shape[0]
+  return jax.lax.conv_general_dilated(x4, w[:, None], (1, 1), [((k - 1) // 2,) * 2, (0, 0)],
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                      precision='highest')
+
+
+@pytest.mark.parametrize('k', [3, 5])
+@pytest.mark.parametrize('length', [1, 7, 12, 13])
+def test_winograd_conv_equals_the_convolution_in_float64(k, length):
+  """Forward and both gradients, any length (tiles past the end are zero-padded), to float64
+  rounding: Winograd is exact arithmetic rearranged."""
+  from istanet_jax.model import _winograd_conv4
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(length)
+    x = jnp.asarray(rng.normal(size=(2, length, 3, 4)))
+    w = jnp.asarray(rng.normal(size=(k, 4, 5)))
+    dy = jnp.asarray(rng.normal(size=(2, length, 3, 5)))
+    y, vjp = jax.vjp(lambda x, w: _winograd_conv4(x, w, 'highest'), x, w)
+    want, want_vjp = jax.vjp(_direct_conv, x, w)
+    np.testing.assert_allclose(y, want, rtol=1e-11, atol=1e-11)
+    for got, expected in zip(vjp(dy), want_vjp(dy)):
+      np.testing.assert_allclose(got, expected, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize('k,length', [(3, 20), (5, 150)])
+def test_winograd_conv_float32_error(k, length):
+  """float32 Winograd stays within 2e-5 of the largest output and gradient (the direct
+  convolution's own rounding is ~1e-6) on the model's lengths: 20 frames, 150 tokens."""
+  from istanet_jax.model import _winograd_conv4
+  rng = np.random.default_rng(k)
+  x = rng.normal(size=(2, length, 4, 64))
+  w = rng.normal(size=(k, 64, 16)) / np.sqrt(k * 64)
+  dy = rng.normal(size=(2, length, 4, 16))
+  f32 = lambda *a: [jnp.asarray(v, jnp.float32) for v in a]
+  y, vjp = jax.vjp(lambda x, w: _winograd_conv4(x, w, None), *f32(x, w))
+  got = [y, *vjp(*f32(dy))]
+  with jax.enable_x64(True):
+    y64, vjp64 = jax.vjp(_direct_conv, jnp.asarray(x), jnp.asarray(w))
+    want = [np.asarray(v) for v in (y64, *vjp64(jnp.asarray(dy)))]
+  for a, b in zip(got, want):
+    assert np.abs(np.asarray(a, np.float64) - b).max() / np.abs(b).max() < 2e-5
 
 
 def test_bfloat16_matmuls_take_bf16_and_give_float32_on_cpu():
