@@ -10,9 +10,11 @@ channels-last. Notation as in the paper and the reference:
 Inside the model activations are token-major, (N, U, Tw, JE, C): both attention products are
 then plain batched matmuls (see `TSABlock`). The reference's (N, C, Tw, JE, U) only appears at
 the checkpoint boundary (`torch_compat`). Every convolution is a matmul or a 1-D convolution
-with a hand-made backward, and BatchNorm's backward is written out (XLA:CPU's automatic ones
-spend most of a train step in layout transposes and memory traffic). In bf16 every matmul takes
-bf16 operands and gives float32 products (`_accumulation`), which XLA:CPU runs on AMX.
+with a hand-made backward (in float32 by Winograd's minimal filtering, `_winograd_conv4`:
+about half the matmul work of the direct form), and BatchNorm's backward is written out
+(XLA:CPU's automatic ones spend most of a train step in layout transposes and memory traffic).
+In bf16 every matmul takes bf16 operands and gives float32 products (`_accumulation`), which
+XLA:CPU runs on AMX.
 
 Variable paths joined with '.' are the reference's state-dict keys (`blocks.3.proj.0.weight`);
 leaves keep PyTorch's names (`weight`, `running_var`, ...) with channels-last layouts:
@@ -306,9 +308,9 @@ def _winograd_conv4_bwd(precision, residuals, dy):
   at, g, _ = winograd_matrices(m, k, WINOGRAD_TILES[k][1])
   dx = _winograd_correlate(dy, w[::-1].swapaxes(1, 2), precision)
   # dw[j] = sum over tiles of the transformed input and output gradient, per point, then G^T.
-  # The barrier orders this after dx (so the two gradients' transformed arrays are never all
-  # alive at once) and keeps XLA from reusing the forward's transformed input instead of
-  # recomputing it, which would keep every block's (a/m times its input) until the backward.
+  # The barrier orders this after dx (the two gradients' transformed arrays are not alive at
+  # once) and makes xt a recomputation that XLA's CSE cannot merge with the forward's (which
+  # would keep every block's transformed input, a/m times its input, alive until here).
   x4, dx = jax.lax.optimization_barrier((x4, dx))
   xt = _winograd_input(x4, m, k, tiles)
   dy = jnp.pad(dy, [(0, 0), (0, tiles * m - length), (0, 0), (0, 0)]).reshape(p, tiles, m, r, o)
