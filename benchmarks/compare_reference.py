@@ -246,7 +246,10 @@ class ReferenceProcess(dict):
     return self
 
   def __exit__(self, *exc):
-    self._conn.send(None)
+    try:
+      self._conn.send(None)
+    except (BrokenPipeError, OSError):  # the child has died; its output says why
+      pass
     self._process.join(timeout=60)
     if self._process.is_alive():
       self._process.kill()
