@@ -176,30 +176,76 @@ def run_interleaved(reference_dir: str, model_name: str, *, train_batch: Optiona
 
   On a shared machine both then see the same background load, so the ratios hold even when
   the absolute times do not (`alternate='rows'`: all our steps of a measurement, then the
-  reference's, for when the two steps' memory does not fit at once). With `reference_process='separate'` the reference runs in a
-  child process that takes one step per request (`ReferenceProcess`): the two frameworks'
-  memory then never adds up in one address space (with the host settings glibc keeps every
-  freed block, and the NTU train step of both in one process peaked at 21-24 GB of 24).
+  reference's, for when the two steps' memory does not fit at once). With
+  `reference_process='separate'` the reference runs in a child process that takes one step
+  per request (`ReferenceProcess`): the two frameworks' memory then never adds up in one
+  address space (with the host settings glibc keeps every freed block, and the NTU train step
+  of both in one process peaked at 21-24 GB of 24).
   """
   import torch  # pylint: disable=import-outside-toplevel
-  ref_kwargs = dict(train_batch=train_batch, eval_batches=eval_batches, threads=threads,
-                    autocast=reference_autocast, device=reference_device,
-                    channels_last=reference_channels_last, cudnn=reference_cudnn)
+  from istanet_jax import host  # pylint: disable=import-outside-toplevel
   if alternate not in ('steps', 'rows'):
     raise ValueError(f"alternate must be 'steps' or 'rows', got {alternate!r}")
   if reference_process not in ('same', 'separate'):
     raise ValueError(f"reference_process must be 'same' or 'separate', got {reference_process!r}")
+  ref_kwargs = dict(train_batch=train_batch, eval_batches=eval_batches, threads=threads,
+                    autocast=reference_autocast, device=reference_device,
+                    channels_last=reference_channels_last, cudnn=reference_cudnn)
+  model = throughput.make_model(model_name, dtype, conv_algorithm)
+  ours, ref = [], []
   with contextlib.ExitStack() as stack:
     if reference_process == 'separate':
       ref_calls = stack.enter_context(ReferenceProcess(reference_dir, model_name, ref_kwargs))
+      ref_threads = ref_calls.threads
     else:
       ref_calls = reference_callers(reference_dir, model_name, **ref_kwargs)
-    return _interleave(ref_calls, model_name, steps=steps, warmup=warmup, dtype=dtype,
-                       reference_autocast=reference_autocast, reference_device=reference_device,
-                       reference_channels_last=reference_channels_last,
-                       reference_cudnn=reference_cudnn, peak_tflops=peak_tflops,
-                       conv_algorithm=conv_algorithm, reference_process=reference_process,
-                       torch_version=torch.__version__, alternate=alternate)
+      ref_threads = torch.get_num_threads()
+    for (kind, batch), ref_call in ref_calls.items():
+      caller = throughput.train_caller if kind == 'train' else throughput.eval_caller
+      our_call, flops, compile_s, ops = caller(model, batch)
+      sides = ((our_call, [], []), (ref_call, [], []))  # (call, first call s, timed steps s)
+      if alternate == 'rows':
+        # All of our steps, then the reference's, with our freed memory handed back in
+        # between: for steps whose memory does not fit twice (the reference in its own process).
+        for call, first, times in sides:
+          _time_calls(call, first, 1)
+          _time_calls(call, [], warmup)
+          _time_calls(call, times, steps)
+          if call is our_call:
+            host.release_freed_memory()
+      else:
+        for call, first, _ in sides:
+          _time_calls(call, first, 1)
+        for _ in range(warmup):
+          for call, _, _ in sides:
+            call()
+        for _ in range(steps):
+          for call, _, times in sides:
+            _time_calls(call, times, 1)
+      (_, (our_first,), our_times), (_, (ref_first,), ref_times) = sides
+      ours.append(dict(throughput._summary(  # pylint: disable=protected-access
+          kind, batch, our_first, our_times, flops, compile_s, peak_tflops), matmul_ops=ops))
+      ref.append(_summary(kind, batch, ref_first, ref_times))
+      if flops is not None and peak_tflops:  # same model, same FLOPs
+        ref[-1]['mfu'] = flops / ref[-1]['median_step_s'] / (peak_tflops * 1e12)
+  ours_report = dict(framework='jax', model=model_name, dtype=dtype,
+                     conv_algorithm=conv_algorithm, results=ours,
+                     memory=throughput._peak_memory(),  # pylint: disable=protected-access
+                     environment=throughput.environment())
+  ref_report = dict(framework='pytorch', torch=torch.__version__, process=reference_process,
+                    alternate=alternate, autocast='bfloat16' if reference_autocast else None,
+                    device=reference_device, channels_last=reference_channels_last,
+                    cudnn=reference_cudnn, peak_tflops=peak_tflops, threads=ref_threads,
+                    model=model_name, results=ref)
+  return ours_report, ref_report
+
+
+def _time_calls(call, times: list, n: int) -> None:
+  """Runs `call` n times, appending each call's seconds to `times`."""
+  for _ in range(n):
+    start = time.perf_counter()
+    call()
+    times.append(time.perf_counter() - start)
 
 
 def _serve_reference(conn, reference_dir: str, model_name: str, kwargs: dict,
@@ -253,71 +299,6 @@ class ReferenceProcess(dict):
     self._process.join(timeout=60)
     if self._process.is_alive():
       self._process.kill()
-
-
-def _run(side, n: int) -> None:
-  """Times n calls of side = (call, _, times) into times."""
-  call, _, times = side
-  for _ in range(n):
-    start = time.perf_counter()
-    call()
-    times.append(time.perf_counter() - start)
-
-
-def _interleave(ref_calls, model_name: str, *, steps: int, warmup: int, dtype: str,
-                reference_autocast: bool, reference_device: str, reference_channels_last: bool,
-                reference_cudnn: str, peak_tflops: Optional[float], conv_algorithm: str,
-                reference_process: str, torch_version: str, alternate: str = 'steps'
-                ) -> tuple:
-  from istanet_jax import host  # pylint: disable=import-outside-toplevel
-  model = throughput.make_model(model_name, dtype, conv_algorithm)
-  ours, ref = [], []
-  for (kind, batch), ref_call in ref_calls.items():
-    caller = throughput.train_caller if kind == 'train' else throughput.eval_caller
-    our_call, flops, compile_s, ops = caller(model, batch)
-    sides = ((our_call, [], []), (ref_call, [], []))  # (call, first, timed steps)
-    if alternate == 'rows':
-      # All of our steps, then the reference's, our freed memory handed back in between: for
-      # steps whose memory does not fit twice (the reference in its own process).
-      for side in sides:
-        _run((side[0], None, side[1]), 1)
-        for _ in range(warmup):
-          side[0]()
-        _run(side, steps)
-        host.release_freed_memory()
-    else:
-      for side in sides:
-        _run((side[0], None, side[1]), 1)
-      for _ in range(warmup):
-        for side in sides:
-          side[0]()
-      for _ in range(steps):
-        for side in sides:
-          _run(side, 1)
-    (_, (first_ours,), our_times), (_, (first_ref,), ref_times) = sides
-    firsts = [first_ours, first_ref]
-    ours.append(dict(throughput._summary(  # pylint: disable=protected-access
-        kind, batch, firsts[0], our_times, flops, compile_s, peak_tflops), matmul_ops=ops))
-    ref.append(_summary(kind, batch, firsts[1], ref_times))
-    if flops is not None and peak_tflops:  # same model, same FLOPs
-      ref[-1]['mfu'] = flops / ref[-1]['median_step_s'] / (peak_tflops * 1e12)
-  ours_report = dict(framework='jax', model=model_name, dtype=dtype,
-                     conv_algorithm=conv_algorithm, results=ours,
-                     memory=throughput._peak_memory(),  # pylint: disable=protected-access
-                     environment=throughput.environment())
-  ref_report = dict(framework='pytorch', torch=torch_version, process=reference_process,
-                    alternate=alternate,
-                    autocast='bfloat16' if reference_autocast else None,
-                    device=reference_device, channels_last=reference_channels_last,
-                    cudnn=reference_cudnn, peak_tflops=peak_tflops,
-                    threads=getattr(ref_calls, 'threads', None) or _torch_threads(),
-                    model=model_name, results=ref)
-  return ours_report, ref_report
-
-
-def _torch_threads() -> int:
-  import torch  # pylint: disable=import-outside-toplevel
-  return torch.get_num_threads()
 
 
 def compare(ours: dict, ref: dict) -> list[dict]:

@@ -95,7 +95,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Ours.
   config.bn_group_size = ml_collections.FieldReference(None, field_type=int)
   config.dtype = 'float32'  # 'bfloat16': bf16 compute, float32 parameters and optimiser
-  # How the 1-D convolutions (proj, TA) run: 'winograd' (F(3,5), F(4,3): about half the
+  # How the 1-D convolutions (proj, TA) run: 'winograd' (F(4,5), F(4,3): about half the
   # matmul work, float32 rounding-level differences; bf16 compute takes 'matmul'), 'matmul'
   # (direct, the reference's arithmetic; shifted-copy gradients made for XLA:CPU) or 'xla'
   # (direct, autodiff of the convolution: cuDNN on a GPU).

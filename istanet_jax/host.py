@@ -55,13 +55,19 @@ def configure() -> dict:
   return applied
 
 
-def _keep_freed_memory() -> bool:
+def _glibc(function: str):
+  """glibc's `function` through ctypes, or None off Linux or glibc (musl has no mallopt)."""
   if not sys.platform.startswith('linux'):
-    return False
+    return None
   try:
-    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-    mallopt = libc.mallopt
-  except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+    return getattr(ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6'), function)
+  except (OSError, AttributeError):
+    return None
+
+
+def _keep_freed_memory() -> bool:
+  mallopt = _glibc('mallopt')
+  if mallopt is None:
     return False
   mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
   # One arena: threads started later (XLA's, torch's) allocate from the main heap, which
@@ -73,11 +79,8 @@ def _keep_freed_memory() -> bool:
 def release_freed_memory() -> bool:
   """Hands the memory the process has freed back to the kernel (glibc's malloc_trim), which the
   settings above otherwise keep; for benchmarks that must make room for another process."""
-  try:
-    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-    return bool(libc.malloc_trim(ctypes.c_size_t(0)))
-  except (OSError, AttributeError):
-    return False
+  malloc_trim = _glibc('malloc_trim')
+  return malloc_trim is not None and bool(malloc_trim(ctypes.c_size_t(0)))
 
 
 def default_cache_dir() -> str:

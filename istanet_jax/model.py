@@ -235,6 +235,12 @@ def winograd_matrices(m: int, k: int, points: Sequence[Any]):
   return at, g, v_inv.T
 
 
+def _winograd_plan(k: int):
+  """(m, AT, G, BT) of `WINOGRAD_TILES`' F(m, k) for kernel size k."""
+  m, points = WINOGRAD_TILES[k]
+  return (m, *winograd_matrices(m, k, points))
+
+
 def _combine(matrix, arrays, axis=0):
   """Stacks sum_i matrix[j, i] * arrays[i] over j along a new `axis`, skipping zero terms (one
   fused elementwise pass in XLA)."""
@@ -249,16 +255,16 @@ def _combine(matrix, arrays, axis=0):
   return jnp.stack(out, axis=axis)
 
 
-def _winograd_input(x4, m, k, tiles):
+def _winograd_input(x4, k, tiles):
   """BT applied to every tile: (P, L, R, I) -> (a, P * tiles * R, I). Tile t covers inputs
   t*m - (k-1)/2 .. t*m - (k-1)/2 + a - 1, zero outside: the padded input cut in blocks of m,
   input i of a tile being block t + i // m, row i % m (no strided gathers)."""
   p, length, r, i = x4.shape
+  m, _, _, bt = _winograd_plan(k)
   left = (k - 1) // 2
   blocks = tiles + -(-(k - 1) // m)
   x4 = jnp.pad(x4, [(0, 0), (left, blocks * m - length - left), (0, 0), (0, 0)])
   xb = x4.reshape(p, blocks, m, r, i)
-  _, _, bt = winograd_matrices(m, k, WINOGRAD_TILES[k][1])
   windows = [xb[:, j // m:j // m + tiles, j % m] for j in range(m + k - 1)]
   return _combine(bt, windows).reshape(m + k - 1, -1, i)
 
@@ -277,19 +283,19 @@ def _winograd_conv4(x4, w, precision):
   return _winograd_correlate(x4, w, precision)
 
 
-def _winograd_weights(w, m, precision):
-  _, g, _ = winograd_matrices(m, w.shape[0], WINOGRAD_TILES[w.shape[0]][1])
+def _winograd_weights(w, precision):
+  """G applied to the kernel w (k, I, O): (a, I, O)."""
+  _, _, g, _ = _winograd_plan(w.shape[0])
   return jnp.einsum('aj,jio->aio', jnp.asarray(g, w.dtype), w, precision=precision)
 
 
 def _winograd_correlate(x4, w, precision):
   p, length, r, _ = x4.shape
   k, _, o = w.shape
-  m = WINOGRAD_TILES[k][0]
+  m, at, _, _ = _winograd_plan(k)
   tiles = -(-length // m)
-  at, _, _ = winograd_matrices(m, k, WINOGRAD_TILES[k][1])
-  xt = _winograd_input(x4, m, k, tiles)
-  yt = jnp.einsum('ari,aio->aro', xt, _winograd_weights(w, m, precision), precision=precision)
+  xt = _winograd_input(x4, k, tiles)
+  yt = jnp.einsum('ari,aio->aro', xt, _winograd_weights(w, precision), precision=precision)
   yt = yt.reshape(m + k - 1, p, tiles, r, o)
   y = _combine(at, list(yt), axis=2).reshape(p, tiles * m, r, o)
   return y[:, :length]
@@ -301,18 +307,17 @@ def _winograd_conv4_fwd(x4, w, precision):
 
 def _winograd_conv4_bwd(precision, residuals, dy):
   x4, w = residuals
-  p, length, r, i = x4.shape
+  p, length, r, _ = x4.shape
   k, _, o = w.shape
-  m = WINOGRAD_TILES[k][0]
+  m, at, g, _ = _winograd_plan(k)
   tiles = -(-length // m)
-  at, g, _ = winograd_matrices(m, k, WINOGRAD_TILES[k][1])
   dx = _winograd_correlate(dy, w[::-1].swapaxes(1, 2), precision)
   # dw[j] = sum over tiles of the transformed input and output gradient, per point, then G^T.
   # The barrier orders this after dx (the two gradients' transformed arrays are not alive at
   # once) and makes xt a recomputation that XLA's CSE cannot merge with the forward's (which
   # would keep every block's transformed input, a/m times its input, alive until here).
   x4, dx = jax.lax.optimization_barrier((x4, dx))
-  xt = _winograd_input(x4, m, k, tiles)
+  xt = _winograd_input(x4, k, tiles)
   dy = jnp.pad(dy, [(0, 0), (0, tiles * m - length), (0, 0), (0, 0)]).reshape(p, tiles, m, r, o)
   dyt = _combine(at.T, [dy[:, :, j] for j in range(m)]).reshape(m + k - 1, -1, o)
   # dwt^T = dyt^T xt, then the small transposes (XLA:CPU's faster orientation, as in
