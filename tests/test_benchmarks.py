@@ -1,6 +1,7 @@
 """benchmarks/throughput.py writes a results JSON with what the performance table quotes."""
 
 import json
+import os
 
 import pytest
 
@@ -20,6 +21,10 @@ def test_throughput_writes_results_json(tmp_path, capsys):
   assert report['environment']['jax'] and report['environment']['command']
   assert [len(report['load_average'][k]) for k in ('before', 'after')] == [3, 3]
   assert all(r['minor_page_faults_per_step'] >= 0 for r in report['results'])
+  # The first call's kernel CPU seconds, over all threads: at most wall time x cores.
+  assert all(0 <= r['first_call_kernel_s'] <= r['first_call_s'] * os.cpu_count()
+             for r in report['results'])
+  assert report['environment']['processor']  # the CPU is named (/proc/cpuinfo on Linux)
   # What istanet_jax.host.configure() did in this process (the conftest applied it).
   assert report['environment']['host_defaults'] == {'xnnpack': True, 'malloc': True,
                                                     'sync_cpu_dispatch': True}
