@@ -83,19 +83,23 @@ def add_conv_algorithm_flag(parser) -> None:
                       help='how the 1-D convolutions run (istanet_jax/model.py CONV_ALGORITHMS)')
 
 
-def make_model(name: str, dtype: str = 'float32', conv_algorithm: str = 'winograd'):
+def make_model(name: str, dtype: str = 'float32', conv_algorithm: str = 'winograd',
+               bn_group_size: Optional[int] = None):
   from istanet_jax import torch_compat
   return torch_compat.model_from_reference_args(_model_args(name), dtype=COMPUTE_DTYPES[dtype],
-                                                conv_algorithm=conv_algorithm)
+                                                conv_algorithm=conv_algorithm,
+                                                bn_group_size=bn_group_size)
 
 
-def make_steps(model, batch: int, *, lr: float = 0.1, weight_decay: float = 4e-4, seed: int = 0):
+def make_steps(model, batch: int, *, lr: float = 0.1, weight_decay: float = 4e-4, seed: int = 0,
+               microbatches: int = 1):
   """(variables, opt_state, x, y, train_step, eval_step) with the steps jitted, not yet compiled.
 
   train_step(variables, opt_state, x, y) -> (variables, opt_state, loss); eval_step(variables, x)
-  -> logits. x is channels-last (N, T, V, M, C) as the input pipeline feeds it.
+  -> logits. x is channels-last (N, T, V, M, C) as the input pipeline feeds it. `microbatches`
+  accumulates the gradient as the project's train step does (istanet_jax/steps.py).
   """
-  from istanet_jax import losses, optim
+  from istanet_jax import losses, optim, steps
   rng = np.random.default_rng(seed)
   shape = (batch, model.num_frames, model.num_joints, model.num_persons, model.num_channels)
   x = jnp.asarray(rng.normal(size=shape), jnp.float32)
@@ -105,15 +109,17 @@ def make_steps(model, batch: int, *, lr: float = 0.1, weight_decay: float = 4e-4
   opt_state = tx.init(variables['params'])
 
   def train_step(variables, opt_state, x, y):
-    def loss_fn(params):
-      logits, updates = model.apply({**variables, 'params': params}, x, train=True,
-                                    rngs={'dropout': jax.random.key(seed)},
-                                    mutable=['batch_stats'])
-      return losses.label_smoothing_cross_entropy(logits, y).mean(), updates
-    (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables['params'])
+    def loss_fn(params, part, key):
+      logits, updates = model.apply({**variables, 'params': params}, part[0], train=True,
+                                    rngs={'dropout': key}, mutable=['batch_stats'])
+      loss = losses.label_smoothing_cross_entropy(logits, part[1]).sum() / batch
+      return loss, ((), updates['batch_stats'])
+    (loss, (_, batch_stats)), grads = steps.accumulate_gradients(
+        jax.value_and_grad(loss_fn, has_aux=True), variables['params'], (x, y),
+        jax.random.key(seed), microbatches=microbatches, bn_group_size=model.bn_group_size)
     deltas, opt_state = tx.update(grads, opt_state, variables['params'])
     params = jax.tree_util.tree_map(jnp.add, variables['params'], deltas)
-    return {**variables, **updates, 'params': params}, opt_state, loss
+    return {**variables, 'batch_stats': batch_stats, 'params': params}, opt_state, loss
 
   def eval_step(variables, x):
     return model.apply(variables, x, train=False)
@@ -206,11 +212,14 @@ def _summary(kind: str, batch: int, first: float, times: list[float], flops: Opt
   return out
 
 
-def train_caller(model, batch: int):
+def train_caller(model, batch: int, microbatches: int = 1):
   """(call, flops, compile_s, matmul_ops): call() runs one train step (state kept inside) and
   waits for it."""
-  variables, opt_state, x, y, train_step, _ = make_steps(model, batch)
+  variables, opt_state, x, y, train_step, _ = make_steps(model, batch, microbatches=microbatches)
   flops, compile_s, ops = _compile(train_step, variables, opt_state, x, y)
+  if flops is not None:
+    # XLA counts a loop's body once; the optimiser's update outside it is ~1e-5 of the step.
+    flops *= microbatches
   state = [variables, opt_state]
 
   def call():
@@ -227,11 +236,11 @@ def eval_caller(model, batch: int):
 
 
 def bench_train(model, batch: int, *, steps: int = 10, warmup: int = 2,
-                peak_tflops: Optional[float] = None) -> dict:
-  call, flops, compile_s, ops = train_caller(model, batch)
+                peak_tflops: Optional[float] = None, microbatches: int = 1) -> dict:
+  call, flops, compile_s, ops = train_caller(model, batch, microbatches)
   first, times, host_stats = _time(call, steps, warmup)
   return dict(_summary('train', batch, first, times, flops, compile_s, peak_tflops, host_stats),
-              matmul_ops=ops)
+              microbatches=microbatches, matmul_ops=ops)
 
 
 def bench_eval(model, batch: int, *, steps: int = 10, warmup: int = 2,
@@ -308,15 +317,17 @@ def configure_host(args) -> None:
 
 def run(model_name: str, *, train_batches: list[int], eval_batches: list[int], dtype: str,
         steps: int, warmup: int, peak_tflops: Optional[float],
-        conv_algorithm: str = 'winograd') -> dict:
-  model = make_model(model_name, dtype, conv_algorithm)
+        conv_algorithm: str = 'winograd', bn_group_size: Optional[int] = None,
+        microbatches: int = 1) -> dict:
+  model = make_model(model_name, dtype, conv_algorithm, bn_group_size)
   results = []
   for b in train_batches:
-    results.append(bench_train(model, b, steps=steps, warmup=warmup, peak_tflops=peak_tflops))
+    results.append(bench_train(model, b, steps=steps, warmup=warmup, peak_tflops=peak_tflops,
+                               microbatches=microbatches))
   for b in eval_batches:
     results.append(bench_eval(model, b, steps=steps, warmup=warmup, peak_tflops=peak_tflops))
   return dict(framework='jax', model=model_name, dtype=dtype, conv_algorithm=conv_algorithm,
-              peak_tflops=peak_tflops,
+              bn_group_size=bn_group_size, peak_tflops=peak_tflops,
               results=results, memory=_peak_memory(), environment=environment())
 
 
@@ -378,6 +389,11 @@ def main(argv=None):
   add_conv_algorithm_flag(parser)
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--warmup', type=int, default=2)
+  parser.add_argument('--bn_group_size', type=int, default=None,
+                      help='ghost BatchNorm groups, as the configs set (NTU: batch_size / 4); '
+                      'default: the whole batch, as the reference computes on one device')
+  parser.add_argument('--microbatches', type=int, default=1,
+                      help='gradient accumulation (config.microbatches); needs --bn_group_size')
   add_peak_flag(parser)
   parser.add_argument('--out', default=None, help='JSON path (default: print only)')
   add_host_flag(parser)
@@ -387,7 +403,8 @@ def main(argv=None):
   report = run(args.model, train_batches=parse_batches(args.batch),
                eval_batches=parse_batches(args.eval_batches), dtype=args.dtype, steps=args.steps,
                warmup=args.warmup, peak_tflops=resolve_peak(args.peak_tflops, args.dtype),
-               conv_algorithm=args.conv_algorithm)
+               conv_algorithm=args.conv_algorithm, bn_group_size=args.bn_group_size,
+               microbatches=args.microbatches)
   report['load_average'] = dict(before=load_before, after=load_average())
   write_report(report, args.out)
 

@@ -101,6 +101,10 @@ def base_config() -> ml_collections.ConfigDict:
   # (direct, autodiff of the convolution: cuDNN on a GPU).
   config.conv_algorithm = 'winograd'
   config.grad_clip_norm = 0.0  # 0: off (the reference does not clip)
+  # Gradient accumulation: each step runs its batch as this many microbatches one after another
+  # (the same sums; activation memory / microbatches). Needs bn_group_size dividing a
+  # microbatch's rows per device, so BatchNorm sees the same groups (istanet_jax/steps.py).
+  config.microbatches = 1
   config.checkpoint_every_epochs = 1
   config.keep_checkpoints = 2
   config.log_every_steps = 50

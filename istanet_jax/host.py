@@ -5,11 +5,18 @@ Two settings, both measured on the NTU Mutual 26 model (benchmarks/README.md):
 * XNNPACK for XLA:CPU's matmuls (`--xla_cpu_use_xnnpack=true`, jax's default from 0.11 on):
   the tall, narrow matmuls this model is made of run about 1.6x faster than with Eigen on
   jax 0.10. Read when the first JAX backend starts, so `configure()` must come before.
-* glibc's allocator keeps freed memory instead of handing it back to the kernel (one arena,
-  no mmap-ed chunks, no trimming). XLA:CPU allocates each step's temporaries afresh: with
-  glibc's defaults every large buffer is a new mmap, so a batch-16 NTU eval step took ~1.6
-  million page faults, whose kernel time also serialises the compute threads. Memory the
-  process has used stays reserved for it (its RSS does not shrink after the peak step).
+* glibc's allocator keeps freed memory instead of handing it back to the kernel (no mmap-ed
+  chunks, no trimming). XLA:CPU allocates each step's temporaries afresh: with glibc's
+  defaults every large buffer is a new mmap, so a batch-16 NTU eval step took ~1.6 million
+  page faults, whose kernel time also serialises the compute threads. Memory the process has
+  used stays reserved for it (its RSS does not shrink after the peak step). The number of
+  arenas is left alone: with one (all threads on the main heap), XLA's compiler threads queue
+  on its lock, and lowering and compiling the NTU train step took 11.5-12.0 s instead of
+  9.3-9.4 s. The price: a thread arena still mmaps a buffer larger than its 64 MB heap (glibc
+  does, whatever M_MMAP_MAX says), so the train step's worker threads fault ~0.1 million
+  pages per step afresh (one arena: a few thousand), which measured no slower (16.5-16.7 s
+  against 16.3-17.3 s; README, Performance). ISTANET_MALLOC_ARENA_MAX=n sets glibc's
+  M_ARENA_MAX (1: the single heap).
 
   With that, single-device CPU computations run synchronously (`jax_cpu_enable_async_dispatch`
   off): with asynchronous dispatch the next step could allocate its temporaries before the
@@ -47,6 +54,7 @@ def configure() -> dict:
       os.environ['XLA_FLAGS'] = f'{flags} {_XNNPACK}=true'.strip()
       applied['xnnpack'] = True
     applied['malloc'] = _keep_freed_memory()
+    applied['malloc_arena_max'] = os.environ.get('ISTANET_MALLOC_ARENA_MAX') or None
     if applied['malloc']:
       import jax  # pylint: disable=g-import-not-at-top
       jax.config.update('jax_cpu_enable_async_dispatch', False)  # read when the client starts
@@ -70,10 +78,12 @@ def _keep_freed_memory() -> bool:
   if mallopt is None:
     return False
   mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-  # One arena: threads started later (XLA's, torch's) allocate from the main heap, which
-  # never returns memory (trim threshold -1 is SIZE_MAX to glibc) and never uses mmap.
-  return all(mallopt(param, value) == 1 for param, value in
-             ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)))
+  # No mmap-ed chunks, and heaps are never trimmed (trim threshold -1 is SIZE_MAX to glibc).
+  settings = [(_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)]
+  arenas = os.environ.get('ISTANET_MALLOC_ARENA_MAX')
+  if arenas:
+    settings.append((_M_ARENA_MAX, int(arenas)))
+  return all(mallopt(param, value) == 1 for param, value in settings)
 
 
 def release_freed_memory() -> bool:

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import functools
 import itertools
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
 from istanet_jax import augment, losses, optim
 from istanet_jax.model import ISTANet
 from istanet_jax.torch_compat import model_from_reference_args
+
+if TYPE_CHECKING:  # configs are only read here: the benchmarks run without ml_collections
+  import ml_collections
 
 def model_from_config(config: ml_collections.ConfigDict) -> ISTANet:
   dtype = {'float32': None, 'bfloat16': jnp.bfloat16}.get(config.dtype, 'bad')
@@ -86,17 +88,81 @@ def eval_transform(config: ml_collections.ConfigDict, num_clips: int = 1) -> Cal
       num_clips=num_clips)
 
 
+def microbatch_rows(batch_size: int, microbatches: int, num_shards: int = 1,
+                    bn_group_size: Optional[int] = None) -> int:
+  """Rows each device gives a microbatch (`split_microbatches`); ValueError where the config's
+  batch_size, microbatches and bn_group_size do not split evenly."""
+  if microbatches < 1 or batch_size % (num_shards * microbatches):
+    raise ValueError(f'microbatches {microbatches} must be >= 1 and split batch_size '
+                     f'{batch_size} evenly over {num_shards} device(s)')
+  block = batch_size // (num_shards * microbatches)
+  if microbatches > 1 and (not bn_group_size or block % bn_group_size):
+    raise ValueError(
+        f'microbatches {microbatches} need bn_group_size to divide the {block} rows each device '
+        f'gives a microbatch (bn_group_size is {bn_group_size}): BatchNorm statistics must not '
+        'change with the split')
+  return block
+
+
+def split_microbatches(tree: Any, microbatches: int, num_shards: int = 1,
+                       bn_group_size: Optional[int] = None) -> Any:
+  """Leaves (B, ...) -> (microbatches, B / microbatches, ...), for gradient accumulation.
+
+  Microbatch j takes the j-th block of B / (num_shards * microbatches) rows of every shard's
+  rows (the batch is sharded over `num_shards` devices in equal consecutive blocks), so each
+  microbatch is spread over all devices and no row moves between them, and BatchNorm groups
+  (`bn_group_size` consecutive rows, dividing the block: `microbatch_rows`) stay whole.
+  """
+  b = jax.tree_util.tree_leaves(tree)[0].shape[0]
+  block = microbatch_rows(b, microbatches, num_shards, bn_group_size)
+
+  def split(a):
+    a = a.reshape(num_shards, microbatches, block, *a.shape[1:])
+    return jnp.swapaxes(a, 0, 1).reshape(microbatches, b // microbatches, *a.shape[3:])
+  return jax.tree_util.tree_map(split, tree)
+
+
+def accumulate_gradients(grad_fn: Callable, params: Any, batch: Any, key: jax.Array, *,
+                         microbatches: int = 1, num_shards: int = 1,
+                         bn_group_size: Optional[int] = None):
+  """grad_fn(params, batch, key) -> ((loss, (metrics, batch_stats)), grads), summed over
+  `microbatches` run one after another (`split_microbatches`): the same sums with a quarter of
+  the activation memory at 4. Losses, metrics and gradients are sums over the microbatches
+  (grad_fn must return its part of the batch's loss, e.g. summed and divided by the whole
+  batch's count); the updated BatchNorm running statistics are averaged, which equals the
+  whole batch's update: each microbatch moves them from the same state by the mean of its
+  (equally many) groups' statistics. Microbatch j's key is fold_in(key, j).
+  """
+  if microbatches == 1:
+    return grad_fn(params, batch, key)
+  parts = split_microbatches(batch, microbatches, num_shards, bn_group_size)
+  # Results stacked per microbatch and summed after the loop: no zero-initialised sums, whose
+  # structure would take another trace of grad_fn.
+  _, stacked = jax.lax.scan(
+      lambda _, part: (None, grad_fn(params, part[1], jax.random.fold_in(key, part[0]))),
+      None, (jnp.arange(microbatches), parts))
+  total = jax.tree_util.tree_map(lambda a: a.sum(0, dtype=a.dtype), stacked)
+  (loss, (metrics, batch_stats)), grads = total
+  mean = lambda s: s / microbatches if jnp.issubdtype(s.dtype, jnp.inexact) else s // microbatches
+  return (loss, (metrics, jax.tree_util.tree_map(mean, batch_stats))), grads
+
+
 def make_train_step(config: ml_collections.ConfigDict, model: ISTANet,
-                    tx: optax.GradientTransformation) -> Callable:
+                    tx: optax.GradientTransformation, num_shards: int = 1) -> Callable:
   """(state, batch, key) -> (state, metrics); `key` is the run's base key (from the seed).
 
   Example i of step s is augmented with fold_in(fold_in(key, s), index_i), dropout uses
   fold_in(key, s) split off, so results depend on (seed, step, example) only: not on the
   batch's device layout, and a resumed run repeats them. A step whose loss or gradients are
   not finite leaves the state as it was (but for `step` and `skipped`).
+
+  `config.microbatches` > 1 accumulates the gradient over that many microbatches
+  (`accumulate_gradients`; whole BatchNorm groups, so the step computes the same sums; dropout
+  masks are then drawn per microbatch). `num_shards`: the devices the batch is sharded over.
   """
   loss_fn = losses.loss_from_config(config.loss, **config.loss_args.to_dict())
   transform = train_transform(config)
+  microbatches = int(config.get('microbatches', 1))
 
   def train_step(state, batch, key):
     step_key = jax.random.fold_in(key, state['step'])
@@ -104,18 +170,22 @@ def make_train_step(config: ml_collections.ConfigDict, model: ISTANet,
         batch['index'].astype(jnp.uint32))
     x = transform(batch['skeleton'], example_keys)
     dropout_key = jax.random.fold_in(jax.random.fold_in(key, 0x7FFFFFFF), state['step'])
-    mask = batch['mask'].astype(jnp.float32)
-    count = jnp.maximum(mask.sum(), 1.0)
+    count = jnp.maximum(batch['mask'].astype(jnp.float32).sum(), 1.0)
 
-    def objective(params):
+    def objective(params, part, dropout_key):
+      x, label, mask = part
       variables = {**variables_of(state), 'params': params}
       logits, updates = model.apply(variables, x, train=True, rngs={'dropout': dropout_key},
                                     mutable=['batch_stats'])
-      loss = (loss_fn(logits, batch['label']) * mask).sum() / count
-      return loss, (logits, updates['batch_stats'])
+      mask = mask.astype(jnp.float32)
+      loss = (loss_fn(logits, label) * mask).sum() / count
+      correct = (losses.topk_correct(logits, label, 1) * mask).sum()
+      return loss, (correct, updates['batch_stats'])
 
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(
-        state['params'])
+    (loss, (correct, batch_stats)), grads = accumulate_gradients(
+        jax.value_and_grad(objective, has_aux=True), state['params'],
+        (x, batch['label'], batch['mask']), dropout_key, microbatches=microbatches,
+        num_shards=num_shards, bn_group_size=config.get('bn_group_size'))
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
     finite = jnp.isfinite(loss) & jnp.all(jnp.asarray(
@@ -125,8 +195,8 @@ def make_train_step(config: ml_collections.ConfigDict, model: ISTANet,
         state, params=keep(params, state['params']), opt_state=keep(opt_state, state['opt_state']),
         batch_stats=keep(batch_stats, state['batch_stats']), step=state['step'] + 1,
         skipped=state['skipped'] + (~finite).astype(jnp.int32))
-    correct = losses.topk_correct(logits, batch['label'], 1) * mask
-    metrics = {'loss_sum': loss * mask.sum(), 'top1_sum': correct.sum(), 'count': mask.sum(),
+    examples = batch['mask'].astype(jnp.float32).sum()
+    metrics = {'loss_sum': loss * examples, 'top1_sum': correct, 'count': examples,
                'skipped': (~finite).astype(jnp.float32)}
     return new_state, metrics
 

@@ -104,6 +104,8 @@ def _check_batch_sizes(config, mesh: Mesh) -> None:
   if config.batch_size % mesh.size or config.test_batch_size % mesh.size:
     raise ValueError(f'batch_size {config.batch_size} and test_batch_size '
                      f'{config.test_batch_size} must be multiples of the {mesh.size} devices')
+  steps.microbatch_rows(config.batch_size, config.get('microbatches', 1), mesh.size,
+                        config.get('bn_group_size'))
 
 
 def to_global(batch: dict, sharding: NamedSharding) -> dict:
@@ -192,7 +194,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   writer = MetricWriter(workdir, keep_until_epoch=start_epoch if restored else None,
                         enabled=jax.process_index() == 0)
 
-  train_step = jax.jit(steps.make_train_step(config, model, tx),
+  train_step = jax.jit(steps.make_train_step(config, model, tx, num_shards=mesh.size),
                        in_shardings=(replicated, data_sharding, replicated),
                        out_shardings=(replicated, replicated), donate_argnums=0)
   eval_step = jax.jit(steps.make_eval_step(config, model), in_shardings=(replicated, data_sharding),

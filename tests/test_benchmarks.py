@@ -27,6 +27,7 @@ def test_throughput_writes_results_json(tmp_path, capsys):
   assert report['environment']['processor']  # the CPU is named (/proc/cpuinfo on Linux)
   # What istanet_jax.host.configure() did in this process (the conftest applied it).
   assert report['environment']['host_defaults'] == {'xnnpack': True, 'malloc': True,
+                                                    'malloc_arena_max': None,
                                                     'sync_cpu_dispatch': True}
 
 
@@ -42,6 +43,23 @@ def test_throughput_batch_sweep_and_mfu(tmp_path, capsys):
     assert r['mfu'] == pytest.approx(
         r['flops_per_sample'] * r['batch'] / r['median_step_s'] / 0.5e12)
   assert report['peak_tflops'] == 0.5
+
+
+def test_throughput_microbatches_count_every_microbatch(tmp_path, capsys):
+  """`--microbatches 2` (ghost BatchNorm groups of 2) runs the step as a loop over two halves;
+  its FLOPs are the whole batch's (XLA counts a loop body once), as without the split."""
+  reports = []
+  for microbatches in (1, 2):
+    out = tmp_path / f'mb{microbatches}.json'
+    throughput.main(['--model', 'small', '--batch', '4', '--eval_batches', '', '--steps', '1',
+                     '--warmup', '0', '--bn_group_size', '2', '--microbatches',
+                     str(microbatches), '--out', str(out)])
+    reports.append(json.loads(out.read_text()))
+  capsys.readouterr()
+  whole, split = (r['results'][0] for r in reports)
+  assert (whole['microbatches'], split['microbatches']) == (1, 2)
+  assert reports[1]['bn_group_size'] == 2
+  assert split['flops_per_sample'] == pytest.approx(whole['flops_per_sample'], rel=0.02)
 
 
 def test_peak_tflops_auto_knows_hopper_gpus():

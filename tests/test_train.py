@@ -201,6 +201,54 @@ def test_non_finite_step_is_skipped_and_counted(data_dir):
   _assert_trees(jax.device_get(new_state['params']), before)
 
 
+def _microbatch_run(config, microbatches, devices, dtype=jnp.float64):
+  """One train step of a tiny random model on a random batch of 8, sharded over `devices`."""
+  config.microbatches = microbatches
+  model = steps.model_from_config(config)
+  tx = steps.make_optimizer(config, steps_per_epoch=3)
+  mesh = train.make_mesh(devices)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+  rng = np.random.default_rng(0)
+  batch = {'skeleton': rng.normal(size=(8, 46, 15, 2, 3)).astype(dtype),
+           'label': rng.integers(0, 8, 8).astype(np.int32),
+           'index': np.arange(8, dtype=np.int32), 'mask': np.arange(8) != 5}
+  batch = jax.device_put(batch, data)
+  state = jax.device_put(steps.create_state(model, tx, jax.random.key(0)), replicated)
+  state = jax.tree_util.tree_map(lambda a: a.astype(dtype) if a.dtype == jnp.float32 else a,
+                                 state)
+  step = jax.jit(steps.make_train_step(config, model, tx, num_shards=len(devices)),
+                 in_shardings=(replicated, data, replicated))
+  new_state, metrics = step(state, batch, jax.random.key(1))
+  return jax.device_get((new_state, metrics))
+
+
+@pytest.mark.parametrize('microbatches, devices', [(2, 1), (4, 1), (2, 2)])
+def test_microbatches_give_the_same_step(microbatches, devices):
+  """Gradient accumulation over whole BatchNorm groups computes the batch's step: parameters,
+  running statistics and metrics equal to float64 rounding (masked example included)."""
+  config = tiny_config('', bn_group_size=2)
+  with jax.enable_x64(True):
+    expected = _microbatch_run(config, 1, jax.devices()[:1])
+    got = _microbatch_run(config, microbatches, jax.devices()[:devices])
+  for name in ('params', 'batch_stats', 'opt_state'):
+    _assert_trees(got[0][name], expected[0][name], rtol=1e-12)
+  for key in expected[1]:
+    assert float(got[1][key]) == pytest.approx(float(expected[1][key]), rel=1e-12), key
+  tracked = jax.tree_util.tree_leaves(got[0]['batch_stats'])
+  assert {int(a) for a in tracked if a.dtype == np.int32} == {1}
+
+
+@pytest.mark.parametrize('overrides, match', [
+    (dict(microbatches=3), 'split batch_size 8'),
+    (dict(microbatches=2, bn_group_size=None), 'need bn_group_size'),
+    (dict(microbatches=2, bn_group_size=4, batch_size=8), 'divide the 2 rows')])
+def test_microbatches_that_change_the_step_are_refused(data_dir, tmp_path, overrides, match):
+  config = tiny_config(data_dir, **overrides)
+  with pytest.raises(ValueError, match=match):
+    train.train_and_evaluate(config, str(tmp_path), progress=False, devices=jax.devices()[:2])
+
+
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
