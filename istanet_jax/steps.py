@@ -30,6 +30,7 @@ from istanet_jax.torch_compat import model_from_reference_args
 if TYPE_CHECKING:  # configs are only read here: the benchmarks run without ml_collections
   import ml_collections
 
+
 def model_from_config(config: ml_collections.ConfigDict) -> ISTANet:
   dtype = {'float32': None, 'bfloat16': jnp.bfloat16}.get(config.dtype, 'bad')
   if dtype == 'bad':
