@@ -196,10 +196,10 @@ def run_interleaved(reference_dir: str, model_name: str, *, train_batch: Optiona
   with contextlib.ExitStack() as stack:
     if reference_process == 'separate':
       ref_calls = stack.enter_context(ReferenceProcess(reference_dir, model_name, ref_kwargs))
-      ref_threads = ref_calls.threads
+      ref_threads, ref_host = ref_calls.threads, ref_calls.host_defaults
     else:
       ref_calls = reference_callers(reference_dir, model_name, **ref_kwargs)
-      ref_threads = torch.get_num_threads()
+      ref_threads, ref_host = torch.get_num_threads(), throughput._HOST_DEFAULTS[0]  # pylint: disable=protected-access
     for (kind, batch), ref_call in ref_calls.items():
       caller = throughput.train_caller if kind == 'train' else throughput.eval_caller
       our_call, flops, compile_s, ops = caller(model, batch)
@@ -236,7 +236,7 @@ def run_interleaved(reference_dir: str, model_name: str, *, train_batch: Optiona
                     alternate=alternate, autocast='bfloat16' if reference_autocast else None,
                     device=reference_device, channels_last=reference_channels_last,
                     cudnn=reference_cudnn, peak_tflops=peak_tflops, threads=ref_threads,
-                    model=model_name, results=ref)
+                    host_defaults=ref_host, model=model_name, results=ref)
   return ours_report, ref_report
 
 
@@ -252,12 +252,17 @@ def _serve_reference(conn, reference_dir: str, model_name: str, kwargs: dict,
                      host_settings: bool) -> None:
   """The child of `ReferenceProcess`: builds `reference_callers`, then runs the step each
   request names and answers with its result's type name, until it is sent None."""
+  applied = None
   if host_settings:
+    # One malloc arena unless told otherwise: PyTorch's NTU batch-16 train step ran 21.25 s
+    # with it, 22.85 s with glibc's default arenas (ours 16.27 / 16.38 s; ours only compiles
+    # slower with one), so each side runs with its faster setting.
+    os.environ.setdefault('ISTANET_MALLOC_ARENA_MAX', '1')
     from istanet_jax import host  # pylint: disable=import-outside-toplevel
-    host.configure()
+    applied = host.configure()
   import torch  # pylint: disable=import-outside-toplevel
   calls = reference_callers(reference_dir, model_name, **kwargs)
-  conn.send((sorted(calls), torch.get_num_threads()))
+  conn.send((sorted(calls), torch.get_num_threads(), applied))
   while (key := conn.recv()) is not None:
     conn.send(type(calls[key]()).__name__)
 
@@ -265,7 +270,8 @@ def _serve_reference(conn, reference_dir: str, model_name: str, kwargs: dict,
 class ReferenceProcess(dict):
   """`reference_callers`' {(kind, batch): call} served by a child process (spawned, so it
   shares nothing with JAX's threads); each call runs one step there and waits for it. The
-  child gets the host settings (`istanet_jax.host`) where this process has them."""
+  child gets the host settings (`istanet_jax.host`) where this process has them, with one
+  malloc arena (`_serve_reference`)."""
 
   def __init__(self, reference_dir: str, model_name: str, kwargs: dict):
     import multiprocessing  # pylint: disable=import-outside-toplevel
@@ -278,7 +284,7 @@ class ReferenceProcess(dict):
     self._process.start()
     child.close()
     try:
-      keys, self.threads = self._conn.recv()
+      keys, self.threads, self.host_defaults = self._conn.recv()
     except EOFError:
       raise RuntimeError(f'the reference process exited ({self._process.exitcode}) before '
                          'it was ready; see its output above') from None

@@ -196,6 +196,9 @@ def test_compare_reference_alternates_both_sides(tmp_path, capsys):
   assert report['reference']['device'] == 'cpu' and report['reference']['cudnn'] == 'main_py'
   assert report['reference']['process'] == 'separate' and report['reference']['threads'] >= 1
   assert report['reference']['alternate'] == 'rows'
+  # The reference's process has the host settings with one malloc arena (its faster setting).
+  assert report['reference']['host_defaults']['malloc_arena_max'] == '1'
+  assert report['jax']['environment']['host_defaults']['malloc_arena_max'] is None
   assert all(r['steps'] == 1 for side in ('jax', 'reference') for r in report[side]['results'])
   with pytest.raises(SystemExit, match='no model/ISTANet.py'):
     compare_reference.main(['--reference_dir', str(tmp_path), '--model', 'small'])
