@@ -171,7 +171,8 @@ def make_train_step(config: ml_collections.ConfigDict, model: ISTANet,
         batch['index'].astype(jnp.uint32))
     x = transform(batch['skeleton'], example_keys)
     dropout_key = jax.random.fold_in(jax.random.fold_in(key, 0x7FFFFFFF), state['step'])
-    count = jnp.maximum(batch['mask'].astype(jnp.float32).sum(), 1.0)
+    examples = batch['mask'].astype(jnp.float32).sum()
+    count = jnp.maximum(examples, 1.0)
 
     def objective(params, part, dropout_key):
       x, label, mask = part
@@ -196,7 +197,6 @@ def make_train_step(config: ml_collections.ConfigDict, model: ISTANet,
         state, params=keep(params, state['params']), opt_state=keep(opt_state, state['opt_state']),
         batch_stats=keep(batch_stats, state['batch_stats']), step=state['step'] + 1,
         skipped=state['skipped'] + (~finite).astype(jnp.int32))
-    examples = batch['mask'].astype(jnp.float32).sum()
     metrics = {'loss_sum': loss * examples, 'top1_sum': correct, 'count': examples,
                'skipped': (~finite).astype(jnp.float32)}
     return new_state, metrics
