@@ -312,7 +312,8 @@ def configure_host(args) -> None:
     from istanet_jax import host
     _HOST_DEFAULTS[0] = host.configure()
   else:
-    _HOST_DEFAULTS[0] = {'xnnpack': False, 'malloc': False, 'sync_cpu_dispatch': False}
+    _HOST_DEFAULTS[0] = {'xnnpack': False, 'malloc': False, 'malloc_arena_max': None,
+                         'sync_cpu_dispatch': False}
 
 
 def run(model_name: str, *, train_batches: list[int], eval_batches: list[int], dtype: str,

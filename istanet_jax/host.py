@@ -36,6 +36,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+from typing import Optional
 
 _XNNPACK = '--xla_cpu_use_xnnpack'
 # glibc mallopt parameters (malloc.h).
@@ -47,15 +48,17 @@ def configure() -> dict:
   """Applies the settings above once per process; returns what was done (for benchmark logs)."""
   if _done:
     return _done[0]
-  applied = {'xnnpack': False, 'malloc': False, 'sync_cpu_dispatch': False}
+  applied = {'xnnpack': False, 'malloc': False, 'malloc_arena_max': None,
+             'sync_cpu_dispatch': False}
   if os.environ.get('ISTANET_HOST_DEFAULTS', '1') != '0':
     flags = os.environ.get('XLA_FLAGS', '')
     if _XNNPACK not in flags:
       os.environ['XLA_FLAGS'] = f'{flags} {_XNNPACK}=true'.strip()
       applied['xnnpack'] = True
-    applied['malloc'] = _keep_freed_memory()
-    applied['malloc_arena_max'] = os.environ.get('ISTANET_MALLOC_ARENA_MAX') or None
+    arenas = os.environ.get('ISTANET_MALLOC_ARENA_MAX') or None
+    applied['malloc'] = _keep_freed_memory(arenas)
     if applied['malloc']:
+      applied['malloc_arena_max'] = arenas
       import jax  # pylint: disable=g-import-not-at-top
       jax.config.update('jax_cpu_enable_async_dispatch', False)  # read when the client starts
       applied['sync_cpu_dispatch'] = True
@@ -73,14 +76,13 @@ def _glibc(function: str):
     return None
 
 
-def _keep_freed_memory() -> bool:
+def _keep_freed_memory(arenas: Optional[str] = None) -> bool:
   mallopt = _glibc('mallopt')
   if mallopt is None:
     return False
   mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
   # No mmap-ed chunks, and heaps are never trimmed (trim threshold -1 is SIZE_MAX to glibc).
   settings = [(_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)]
-  arenas = os.environ.get('ISTANET_MALLOC_ARENA_MAX')
   if arenas:
     settings.append((_M_ARENA_MAX, int(arenas)))
   return all(mallopt(param, value) == 1 for param, value in settings)
