@@ -116,7 +116,8 @@ def make_steps(model, batch: int, *, lr: float = 0.1, weight_decay: float = 4e-4
       return loss, ((), updates['batch_stats'])
     (loss, (_, batch_stats)), grads = steps.accumulate_gradients(
         jax.value_and_grad(loss_fn, has_aux=True), variables['params'], (x, y),
-        jax.random.key(seed), microbatches=microbatches, bn_group_size=model.bn_group_size)
+        jax.random.key(seed), microbatches=microbatches, bn_group_size=model.bn_group_size,
+        batch_stats=variables['batch_stats'])
     deltas, opt_state = tx.update(grads, opt_state, variables['params'])
     params = jax.tree_util.tree_map(jnp.add, variables['params'], deltas)
     return {**variables, 'batch_stats': batch_stats, 'params': params}, opt_state, loss
@@ -303,7 +304,7 @@ _HOST_DEFAULTS = [None]
 
 def add_host_flag(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--no_host_defaults', action='store_true',
-                      help='skip istanet_jax.host.configure() (XNNPACK, glibc allocator)')
+                      help='skip istanet_jax.host.configure() (XNNPACK, glibc allocator, GC threshold)')
 
 
 def configure_host(args) -> None:
@@ -313,7 +314,7 @@ def configure_host(args) -> None:
     _HOST_DEFAULTS[0] = host.configure()
   else:
     _HOST_DEFAULTS[0] = {'xnnpack': False, 'malloc': False, 'malloc_arena_max': None,
-                         'sync_cpu_dispatch': False}
+                         'sync_cpu_dispatch': False, 'gc_threshold0': None}
 
 
 def run(model_name: str, *, train_batches: list[int], eval_batches: list[int], dtype: str,

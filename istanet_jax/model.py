@@ -243,16 +243,25 @@ def _winograd_plan(k: int):
 
 def _combine(matrix, arrays, axis=0):
   """Stacks sum_i matrix[j, i] * arrays[i] over j along a new `axis`, skipping zero terms (one
-  fused elementwise pass in XLA)."""
+  fused elementwise pass in XLA). In `lax` operations: jnp's operators cost ~5x their time to
+  trace, and these are most of the model's trace."""
   out = []
   for row in matrix:
-    terms = [(float(c), v) for c, v in zip(row, arrays) if c != 0]
     total = None
-    for c, v in terms:
-      term = v if c == 1 else -v if c == -1 else v * jnp.asarray(c, v.dtype)
-      total = term if total is None else total + term
+    for c, v in zip(row, arrays):
+      if c == 0:
+        continue
+      c = float(c)
+      term = v if c == 1 else jax.lax.neg(v) if c == -1 else jax.lax.mul(
+          v, jax.lax.full((), c, v.dtype))
+      total = term if total is None else jax.lax.add(total, term)
     out.append(total)
   return jnp.stack(out, axis=axis)
+
+
+def _part(x, axis: int, index: int):
+  """x's `index`-th entry along `axis`, that axis dropped (cheaper to trace than indexing)."""
+  return jax.lax.index_in_dim(x, index, axis, keepdims=False)
 
 
 def _winograd_input(x4, k, tiles):
@@ -265,7 +274,8 @@ def _winograd_input(x4, k, tiles):
   blocks = tiles + -(-(k - 1) // m)
   x4 = jnp.pad(x4, [(0, 0), (left, blocks * m - length - left), (0, 0), (0, 0)])
   xb = x4.reshape(p, blocks, m, r, i)
-  windows = [xb[:, j // m:j // m + tiles, j % m] for j in range(m + k - 1)]
+  windows = [_part(jax.lax.slice_in_dim(xb, j // m, j // m + tiles, axis=1), 2, j % m)
+             for j in range(m + k - 1)]
   return _combine(bt, windows).reshape(m + k - 1, -1, i)
 
 
@@ -297,7 +307,8 @@ def _winograd_correlate(x4, w, precision):
   xt = _winograd_input(x4, k, tiles)
   yt = jnp.einsum('ari,aio->aro', xt, _winograd_weights(w, precision), precision=precision)
   yt = yt.reshape(m + k - 1, p, tiles, r, o)
-  y = _combine(at, list(yt), axis=2).reshape(p, tiles * m, r, o)
+  y = _combine(at, [_part(yt, 0, j) for j in range(m + k - 1)], axis=2)
+  y = y.reshape(p, tiles * m, r, o)
   return y[:, :length]
 
 
@@ -319,7 +330,7 @@ def _winograd_conv4_bwd(precision, residuals, dy):
   x4, dx = jax.lax.optimization_barrier((x4, dx))
   xt = _winograd_input(x4, k, tiles)
   dy = jnp.pad(dy, [(0, 0), (0, tiles * m - length), (0, 0), (0, 0)]).reshape(p, tiles, m, r, o)
-  dyt = _combine(at.T, [dy[:, :, j] for j in range(m)]).reshape(m + k - 1, -1, o)
+  dyt = _combine(at.T, [_part(dy, 2, j) for j in range(m)]).reshape(m + k - 1, -1, o)
   # dwt^T = dyt^T xt, then the small transposes (XLA:CPU's faster orientation, as in
   # `_conv_along`).
   dwt = jnp.einsum('aro,ari->aoi', dyt, xt, precision=precision)

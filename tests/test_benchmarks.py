@@ -1,5 +1,6 @@
 """benchmarks/throughput.py writes a results JSON with what the performance table quotes."""
 
+import gc
 import json
 import os
 
@@ -28,7 +29,9 @@ def test_throughput_writes_results_json(tmp_path, capsys):
   # What istanet_jax.host.configure() did in this process (the conftest applied it).
   assert report['environment']['host_defaults'] == {'xnnpack': True, 'malloc': True,
                                                     'malloc_arena_max': None,
-                                                    'sync_cpu_dispatch': True}
+                                                    'sync_cpu_dispatch': True,
+                                                    'gc_threshold0': 10_000}
+  assert gc.get_threshold()[0] == 10_000
 
 
 def test_throughput_batch_sweep_and_mfu(tmp_path, capsys):
