@@ -304,7 +304,8 @@ _HOST_DEFAULTS = [None]
 
 def add_host_flag(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--no_host_defaults', action='store_true',
-                      help='skip istanet_jax.host.configure() (XNNPACK, glibc allocator, GC threshold)')
+                      help='skip istanet_jax.host.configure() (XNNPACK, glibc allocator, '
+                      'GC threshold)')
 
 
 def configure_host(args) -> None:

@@ -243,8 +243,8 @@ def _winograd_plan(k: int):
 
 def _combine(matrix, arrays, axis=0):
   """Stacks sum_i matrix[j, i] * arrays[i] over j along a new `axis`, skipping zero terms (one
-  fused elementwise pass in XLA). In `lax` operations: jnp's operators cost ~5x their time to
-  trace, and these are most of the model's trace."""
+  fused elementwise pass in XLA). Written in `lax` operations, which trace faster than jnp's
+  operators and indexing: these transforms are a large part of the model's trace."""
   out = []
   for row in matrix:
     total = None
