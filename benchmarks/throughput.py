@@ -310,12 +310,8 @@ def add_host_flag(parser: argparse.ArgumentParser) -> None:
 
 def configure_host(args) -> None:
   """What the project's entry points do first; in this process it applies to torch too."""
-  if not args.no_host_defaults:
-    from istanet_jax import host
-    _HOST_DEFAULTS[0] = host.configure()
-  else:
-    _HOST_DEFAULTS[0] = {'xnnpack': False, 'malloc': False, 'malloc_arena_max': None,
-                         'sync_cpu_dispatch': False, 'gc_threshold0': None}
+  from istanet_jax import host
+  _HOST_DEFAULTS[0] = host.nothing_applied() if args.no_host_defaults else host.configure()
 
 
 def run(model_name: str, *, train_batches: list[int], eval_batches: list[int], dtype: str,

@@ -52,12 +52,17 @@ _done = []
 GC_THRESHOLD0 = 10_000
 
 
+def nothing_applied() -> dict:
+  """What `configure()` reports where it changed nothing (ISTANET_HOST_DEFAULTS=0)."""
+  return {'xnnpack': False, 'malloc': False, 'malloc_arena_max': None,
+          'sync_cpu_dispatch': False, 'gc_threshold0': None}
+
+
 def configure() -> dict:
   """Applies the settings above once per process; returns what was done (for benchmark logs)."""
   if _done:
     return _done[0]
-  applied = {'xnnpack': False, 'malloc': False, 'malloc_arena_max': None,
-             'sync_cpu_dispatch': False, 'gc_threshold0': None}
+  applied = nothing_applied()
   if os.environ.get('ISTANET_HOST_DEFAULTS', '1') != '0':
     gc.set_threshold(GC_THRESHOLD0, *gc.get_threshold()[1:])
     applied['gc_threshold0'] = GC_THRESHOLD0

@@ -1,5 +1,6 @@
 """benchmarks/throughput.py writes a results JSON with what the performance table quotes."""
 
+import argparse
 import gc
 import json
 import os
@@ -32,6 +33,17 @@ def test_throughput_writes_results_json(tmp_path, capsys):
                                                     'sync_cpu_dispatch': True,
                                                     'gc_threshold0': 10_000}
   assert gc.get_threshold()[0] == 10_000
+
+
+
+def test_no_host_defaults_reports_the_same_keys_all_off(monkeypatch):
+  """--no_host_defaults records what configure() records, every setting off (files compare)."""
+  from istanet_jax import host
+  monkeypatch.setattr(throughput, '_HOST_DEFAULTS', [None])
+  throughput.configure_host(argparse.Namespace(no_host_defaults=True))
+  off = throughput._HOST_DEFAULTS[0]  # pylint: disable=protected-access
+  assert off.keys() == host.configure().keys()
+  assert not any(off.values())
 
 
 def test_throughput_batch_sweep_and_mfu(tmp_path, capsys):
