@@ -157,6 +157,19 @@ def _data_kwargs(config) -> dict:
               max_frames=config.max_frames, label_key=config.get('label_key', 'label'))
 
 
+def jit_steps(config: ml_collections.ConfigDict, model, tx, mesh: Mesh):
+  """(init_state(key) -> state, train_step, eval_step), jitted and placed on `mesh` as training
+  runs them: state replicated, batches split along 'data' (benchmarks/first_step.py times them)."""
+  replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
+  init_state = jax.jit(lambda k: steps.create_state(model, tx, k), out_shardings=replicated)
+  train_step = jax.jit(steps.make_train_step(config, model, tx, num_shards=mesh.size),
+                       in_shardings=(replicated, data, replicated),
+                       out_shardings=(replicated, replicated), donate_argnums=0)
+  eval_step = jax.jit(steps.make_eval_step(config, model), in_shardings=(replicated, data),
+                      out_shardings=(replicated, data))
+  return init_state, train_step, eval_step
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        stop_after_epochs: Optional[int] = None, progress: bool = True,
                        devices: Optional[list] = None) -> dict:
@@ -169,7 +182,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   os.makedirs(workdir, exist_ok=True)
   config = resolve_data(config, workdir)
   mesh = make_mesh(devices)
-  replicated = NamedSharding(mesh, P())
   data_sharding = NamedSharding(mesh, P('data'))
   _check_batch_sizes(config, mesh)
 
@@ -178,15 +190,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                                process_count=jax.process_count())
   model = steps.model_from_config(config)
   tx = steps.make_optimizer(config, steps_per_epoch)
-  state = jax.jit(lambda k: steps.create_state(model, tx, k), out_shardings=replicated)(
-      jax.random.key(config.seed))
+  init_state, train_step, eval_step = jit_steps(config, model, tx, mesh)
 
   last = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                   max_to_keep=config.get('keep_checkpoints', 2))
   best = checkpoints.Checkpointer(os.path.join(workdir, 'best'), max_to_keep=1)
   meta = {'epoch': 0, 'best_top1': -1.0, 'best_epoch': -1, 'data_state': None}
-  restored = last.restore_latest(checkpoints.abstract_like(state))
-  if restored is not None:
+  # The state's layout without running the initialiser: compiling it takes seconds (NTU: 6-10
+  # s, `python -m benchmarks.first_step`), which a resumed run skips.
+  replicated = NamedSharding(mesh, P())
+  layout = jax.tree_util.tree_map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+      jax.eval_shape(init_state, jax.random.key(config.seed)))
+  restored = last.restore_latest(layout)
+  if restored is None:
+    state = init_state(jax.random.key(config.seed))
+  else:
     state, meta, at = restored
     _say(f'Resuming from {last.directory}/{at}: epoch {meta["epoch"]} done, '
          f'best top-1 {meta["best_top1"]:.4f}')
@@ -194,11 +213,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   writer = MetricWriter(workdir, keep_until_epoch=start_epoch if restored else None,
                         enabled=jax.process_index() == 0)
 
-  train_step = jax.jit(steps.make_train_step(config, model, tx, num_shards=mesh.size),
-                       in_shardings=(replicated, data_sharding, replicated),
-                       out_shardings=(replicated, replicated), donate_argnums=0)
-  eval_step = jax.jit(steps.make_eval_step(config, model), in_shardings=(replicated, data_sharding),
-                      out_shardings=(replicated, data_sharding))
   base_key = jax.random.key(config.seed)
   train_iter = input_pipeline.make_iterator(
       config.dataset, config.train_split, batch_size=config.batch_size, train=True,

@@ -375,3 +375,20 @@ def test_conv_grads_times_each_part(tmp_path, capsys):
   for r in report['results']:
     for op in ('forward', 'input_grad', 'weight_grad'):
       assert r[op]['seconds'] > 0 and r[op]['gflops_per_s'] > 0
+
+
+def test_first_step_times_the_training_entry_points_step(tmp_path, capsys):
+  """benchmarks/first_step.py compiles and runs train.jit_steps' step on a synthetic batch."""
+  import math
+  from benchmarks import first_step
+  out = tmp_path / 'first.json'
+  first_step.main(['--config', 'configs/demo.py:runlocal', '--batch', '8', '--microbatches', '1',
+                   '--out', str(out)])
+  capsys.readouterr()
+  report = json.loads(out.read_text())
+  assert report['batch_size'] == 8 and report['microbatches'] == 1
+  assert report['first_step_incl_compile_s'] == pytest.approx(
+      report['trace_and_lower_s'] + report['compile_s'] + report['first_call_s'], abs=2e-3)
+  assert report['from_process_start_s'] > report['first_step_incl_compile_s'] > 0
+  assert report['init_state_s'] > 0 and report['second_call_s'] > 0
+  assert math.isfinite(report['loss']) and report['peak_rss_gb'] > 0

@@ -201,6 +201,17 @@ def test_non_finite_step_is_skipped_and_counted(data_dir):
   _assert_trees(jax.device_get(new_state['params']), before)
 
 
+def test_all_finite_sees_every_leaf():
+  tree = {'loss': jnp.float32(1.0), 'grads': [jnp.ones((3, 2)), jnp.arange(4.0)]}
+  assert bool(steps.all_finite(tree))
+  for bad in (jnp.inf, -jnp.inf, jnp.nan):
+    for leaf in (0, 1):
+      grads = list(tree['grads'])
+      grads[leaf] = grads[leaf].at[(1,) * grads[leaf].ndim].set(bad)
+      assert not bool(steps.all_finite({**tree, 'grads': grads})), (bad, leaf)
+  assert not bool(steps.all_finite({**tree, 'loss': jnp.float32(jnp.nan)}))
+
+
 def _microbatch_run(config, microbatches, devices, dtype=jnp.float64):
   """One train step of a tiny random model on a random batch of 8, sharded over `devices`."""
   config.microbatches = microbatches

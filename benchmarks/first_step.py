@@ -1,0 +1,113 @@
+r"""A config's first train step as `istanet_jax.train` runs it, timed from a fresh process.
+
+  python -m benchmarks.first_step --config configs/ntu26.py:xsub --batch 16 \
+      --out benchmarks/results/cpu_epyc_ntu26_first_step_real.json
+
+Builds the mesh, model, optimiser, state initialiser and steps with `train.jit_steps` (what
+`train.train_and_evaluate` runs: on-device augmentation, loss masks, the non-finite guard, the
+learning-rate schedule, gradient accumulation where `--microbatches` / the config asks), feeds
+one synthetic batch of the input pipeline's shapes (raw (B, max_frames, V, M, C) skeletons,
+labels, indices, mask) and times, in order: the state's initialisation (compile and run), the
+train step's trace and lowering, its compilation, its first call (with the kernel time it
+spends, mostly the first touch of its memory) and a second call. `first_step_incl_compile_s`
+is the step's trace, lowering, compilation and first call; `from_process_start_s` runs from
+the interpreter's start (imports and initialisation included) to the end of the first step.
+Start each measurement in a fresh process: a warm process has compiled and touched it all.
+Needs ml_collections (the configs) but no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import time
+
+_PROCESS_START = time.perf_counter()
+
+import argparse  # pylint: disable=g-import-not-at-top,wrong-import-position
+import os
+import resource
+import sys
+
+if __package__ in (None, ''):
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _cpu_seconds() -> tuple[float, float]:
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime, usage.ru_stime
+
+
+def synthetic_batch(config, batch: int, seed: int = 0) -> dict:
+  """One host batch of the shapes and dtypes the input pipeline feeds `config`'s train step."""
+  import numpy as np
+  m = config.model
+  rng = np.random.default_rng(seed)
+  return dict(
+      skeleton=rng.normal(size=(batch, config.max_frames, m.num_joints, m.num_persons,
+                                m.num_channels)).astype(np.float32),
+      label=rng.integers(0, m.num_classes, batch).astype(np.int32),
+      index=np.arange(batch, dtype=np.int32), mask=np.ones(batch, bool))
+
+
+def measure(config, *, steps_per_epoch: int = 100) -> dict:
+  """The phases' seconds (see the module docstring) for `config` on every local device."""
+  import jax
+  from istanet_jax import steps, train
+  timings = {}
+
+  def timed(name, fn):
+    start, (user, system) = time.perf_counter(), _cpu_seconds()
+    out = fn()
+    timings[name + '_s'] = round(time.perf_counter() - start, 3)
+    user2, system2 = _cpu_seconds()
+    timings[name + '_cpu_s'] = round(user2 - user + system2 - system, 3)
+    timings[name + '_kernel_s'] = round(system2 - system, 3)
+    return out
+
+  mesh = train.make_mesh()
+  train._check_batch_sizes(config, mesh)  # pylint: disable=protected-access
+  model = steps.model_from_config(config)
+  tx = steps.make_optimizer(config, steps_per_epoch)
+  init_state, train_step, _ = train.jit_steps(config, model, tx, mesh)
+  key = jax.random.key(config.seed)
+  state = timed('init_state', lambda: jax.block_until_ready(init_state(key)))
+  batch = train.to_global(synthetic_batch(config, config.batch_size),
+                          jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data')))
+  lowered = timed('trace_and_lower', lambda: train_step.lower(state, batch, key))
+  compiled = timed('compile', lowered.compile)
+  state, metrics = timed('first_call', lambda: jax.block_until_ready(compiled(state, batch, key)))
+  first_step_end = time.perf_counter()
+  timed('second_call', lambda: jax.block_until_ready(compiled(state, batch, key)))
+  timings['first_step_incl_compile_s'] = round(
+      timings['trace_and_lower_s'] + timings['compile_s'] + timings['first_call_s'], 3)
+  timings['from_process_start_s'] = round(first_step_end - _PROCESS_START, 3)
+  timings['loss'] = float(metrics['loss_sum'] / metrics['count'])
+  timings['peak_rss_gb'] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+  return timings
+
+
+def main(argv=None):
+  from benchmarks import throughput
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--config', required=True, help='configs/<name>.py[:arg]')
+  parser.add_argument('--batch', type=int, default=None, help='batch_size (default: the config)')
+  parser.add_argument('--microbatches', type=int, default=None,
+                      help='gradient accumulation (default: the config)')
+  parser.add_argument('--out', default=None)
+  throughput.add_host_flag(parser)
+  args = parser.parse_args(argv)
+  throughput.configure_host(args)
+  from istanet_jax import viz  # pylint: disable=g-import-not-at-top
+  config = viz.load_config(args.config)
+  if args.batch is not None:
+    config.batch_size = args.batch
+  if args.microbatches is not None:
+    config.microbatches = args.microbatches
+  report = dict(config=args.config, batch_size=config.batch_size,
+                microbatches=config.get('microbatches', 1),
+                bn_group_size=config.get('bn_group_size'), **measure(config),
+                environment=throughput.environment())
+  throughput.write_report(report, args.out)
+
+
+if __name__ == '__main__':
+  main()
