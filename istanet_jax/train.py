@@ -196,8 +196,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                   max_to_keep=config.get('keep_checkpoints', 2))
   best = checkpoints.Checkpointer(os.path.join(workdir, 'best'), max_to_keep=1)
   meta = {'epoch': 0, 'best_top1': -1.0, 'best_epoch': -1, 'data_state': None}
-  # The state's layout without running the initialiser: compiling it takes seconds (NTU: 7.6-13
-  # s, `python -m benchmarks.first_step`), which a resumed run skips.
+  # The state's layout without running the initialiser, whose compilation a resumed run skips
+  # (NTU: 7.6-12.9 s, `python -m benchmarks.first_step`).
   restored = last.restore_latest(
       checkpoints.abstract_like(jax.eval_shape(init_state, jax.random.key(config.seed))))
   if restored is None:
