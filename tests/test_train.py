@@ -201,6 +201,18 @@ def test_non_finite_step_is_skipped_and_counted(data_dir):
   _assert_trees(jax.device_get(new_state['params']), before)
 
 
+def test_initialiser_compiled_for_speed_gives_the_same_state():
+  """jit_steps compiles the state initialiser with INIT_COMPILER_OPTIONS on the CPU: bit for bit
+  the state of a default compilation."""
+  config = demo.get_config('runlocal')
+  model = steps.model_from_config(config)
+  tx = steps.make_optimizer(config, steps_per_epoch=3)
+  init_state, _, _ = train.jit_steps(config, model, tx, train.make_mesh(jax.devices()[:1]))
+  fast = init_state(jax.random.key(3))
+  default = jax.jit(lambda k: steps.create_state(model, tx, k))(jax.random.key(3))
+  _assert_trees(jax.device_get(fast), jax.device_get(default))
+
+
 def test_all_finite_sees_every_leaf():
   tree = {'loss': jnp.float32(1.0), 'grads': [jnp.ones((3, 2)), jnp.arange(4.0)]}
   assert bool(steps.all_finite(tree))
