@@ -164,9 +164,10 @@ def jit_steps(config: ml_collections.ConfigDict, model, tx, mesh: Mesh):
   """(init_state(key) -> state, train_step, eval_step), jitted and placed on `mesh` as training
   runs them: state replicated, batches split along 'data' (benchmarks/first_step.py times them)."""
   replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
-  # The initialiser runs once, so its compile time is all that counts: LLVM's -O1 compiles the
-  # NTU state's in 4.6-5.0 s instead of 6.4-9.3 (`INIT_COMPILER_OPTIONS`), values unchanged
-  # (tests/test_train.py). Measured on the CPU only.
+  # The initialiser runs once, so its compile time is all that counts: with LLVM's -O1
+  # (`INIT_COMPILER_OPTIONS`) the NTU state took 6.4 / 6.8 s to trace, compile and run instead
+  # of 7.6-12.9 (`python -m benchmarks.first_step`), values unchanged (tests/test_train.py).
+  # Measured on the CPU only.
   options = INIT_COMPILER_OPTIONS if mesh.devices.flat[0].platform == 'cpu' else None
   init_state = jax.jit(lambda k: steps.create_state(model, tx, k), out_shardings=replicated,
                        compiler_options=options)
