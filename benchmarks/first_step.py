@@ -1,7 +1,7 @@
 r"""A config's first train step as `istanet_jax.train` runs it, timed from a fresh process.
 
-  python -m benchmarks.first_step --config configs/ntu26.py:xsub --batch 16 \
-      --out benchmarks/results/cpu_epyc_ntu26_first_step_real.json
+  python -m benchmarks.first_step --config configs/ntu26.py:xsub --batch 16 --microbatches 4 \
+      --out benchmarks/results/cpu_epyc_ntu26_first_step_entry_microbatches4_run1.json
 
 Builds the mesh, model, optimiser, state initialiser and steps with `train.jit_steps` (what
 `train.train_and_evaluate` runs: on-device augmentation, loss masks, the non-finite guard, the

@@ -174,9 +174,14 @@ def jit_steps(config: ml_collections.ConfigDict, model, tx, mesh: Mesh):
   train_step = jax.jit(steps.make_train_step(config, model, tx, num_shards=mesh.size),
                        in_shardings=(replicated, data, replicated),
                        out_shardings=(replicated, replicated), donate_argnums=0)
-  eval_step = jax.jit(steps.make_eval_step(config, model), in_shardings=(replicated, data),
-                      out_shardings=(replicated, data))
-  return init_state, train_step, eval_step
+  return init_state, train_step, jit_eval_step(config, model, mesh)
+
+
+def jit_eval_step(config: ml_collections.ConfigDict, model, mesh: Mesh):
+  """`steps.make_eval_step`'s step jitted on `mesh`: state replicated, batch and logits split."""
+  replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
+  return jax.jit(steps.make_eval_step(config, model), in_shardings=(replicated, data),
+                 out_shardings=(replicated, data))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -207,10 +212,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   meta = {'epoch': 0, 'best_top1': -1.0, 'best_epoch': -1, 'data_state': None}
   # The state's layout without running the initialiser, whose compilation a resumed run skips
   # (NTU: 7.6-12.9 s, `python -m benchmarks.first_step`).
-  restored = last.restore_latest(
-      checkpoints.abstract_like(jax.eval_shape(init_state, jax.random.key(config.seed))))
+  base_key = jax.random.key(config.seed)
+  restored = last.restore_latest(checkpoints.abstract_like(jax.eval_shape(init_state, base_key)))
   if restored is None:
-    state = init_state(jax.random.key(config.seed))
+    state = init_state(base_key)
   else:
     state, meta, at = restored
     _say(f'Resuming from {last.directory}/{at}: epoch {meta["epoch"]} done, '
@@ -219,7 +224,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   writer = MetricWriter(workdir, keep_until_epoch=start_epoch if restored else None,
                         enabled=jax.process_index() == 0)
 
-  base_key = jax.random.key(config.seed)
   train_iter = input_pipeline.make_iterator(
       config.dataset, config.train_split, batch_size=config.batch_size, train=True,
       seed=config.seed, start_state=meta['data_state'], **_data_kwargs(config))
@@ -347,9 +351,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, checkpo
   # (one of another config is reported key by key, not taken for corrupt).
   from istanet_jax import export  # pylint: disable=g-import-not-at-top
   state = jax.device_put(variables_as_state(export.load_variables(config, checkpoint)), replicated)
-  eval_step = jax.jit(steps.make_eval_step(config, model),
-                      in_shardings=(replicated, NamedSharding(mesh, P('data'))),
-                      out_shardings=(replicated, NamedSharding(mesh, P('data'))))
+  eval_step = jit_eval_step(config, model, mesh)
   result = evaluate(config, state, eval_step, NamedSharding(mesh, P('data')))
   if jax.process_index() == 0:
     save_scores(workdir, result, 'eval_scores')

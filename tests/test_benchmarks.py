@@ -35,7 +35,6 @@ def test_throughput_writes_results_json(tmp_path, capsys):
   assert gc.get_threshold()[0] == 10_000
 
 
-
 def test_no_host_defaults_reports_the_same_keys_all_off(monkeypatch):
   """--no_host_defaults records what configure() records, every setting off (files compare)."""
   from istanet_jax import host
