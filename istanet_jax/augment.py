@@ -121,9 +121,31 @@ def _batch_keys(key, n: int) -> jax.Array:
   return key
 
 
-def _split_each(keys: jax.Array, num: int) -> jax.Array:
-  """(N,) keys -> (num, N) keys, column i being the i-th sub-key of each example."""
-  return jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k, num))(keys), 1, 0)
+# Every random quantity of an example's training transform comes from one block of uint32 words
+# drawn from its key: crop ratio, crop start, three rotation angles, then one word per entity
+# (at least three, so the words do not depend on M for the datasets here). One threefry call
+# for the batch: a key split per quantity made ~10 (each a loop of small kernels, ~1.1 of the
+# NTU train step's ~19 CPU-s of compilation).
+_P_WORD, _START_WORD, _ANGLE_WORDS, _ENTITY_WORD = 0, 1, slice(2, 5), 5
+
+
+def _draw_words(keys: jax.Array, num_entities: int = 3) -> jax.Array:
+  """(N,) keys -> (N, W) uint32 words, W = 5 + max(num_entities, 3) (see `_P_WORD` ...)."""
+  num_words = _ENTITY_WORD + max(num_entities, 3)
+  return jax.vmap(lambda k: jax.random.bits(k, (num_words,), jnp.uint32))(keys)
+
+
+def _uniform(words: jax.Array, lo: float, hi: float) -> jax.Array:
+  """Words -> float32 uniform in [lo, hi): the top 23 bits as the mantissa of [1, 2), as
+  jax.random.uniform builds its floats."""
+  unit = jax.lax.bitcast_convert_type((words >> 9) | np.uint32(0x3F800000), jnp.float32) - 1.0
+  return jnp.maximum(lo, lo + (hi - lo) * unit)
+
+
+def _below(words: jax.Array, n) -> jax.Array:
+  """Words -> int32 uniform in [0, n) (n >= 1, < 2**23: exact in float32)."""
+  n = jnp.asarray(n, jnp.int32)
+  return jnp.minimum((_uniform(words, 0.0, 1.0) * n.astype(jnp.float32)).astype(jnp.int32), n - 1)
 
 
 # -- crop + resize ------------------------------------------------------------------------------
@@ -155,16 +177,14 @@ def train_crop_length(valid, p, min_length: int = MIN_CROP_LENGTH) -> jax.Array:
   return jnp.minimum(jnp.maximum(scaled, min_length), valid)
 
 
-def _draw_crop(keys, valid, p_interval, min_length, p=None):
-  """Per example: p uniform in p_interval (unless given), start uniform in [0, valid - length]."""
-  k_p, k_start = _split_each(keys, 2)
+def _draw_crop(words, valid, p_interval, min_length, p=None):
+  """Per example (`_draw_words`): p uniform in p_interval (unless given), start uniform in
+  [0, valid - length]."""
   if p is None:
-    lo, hi = float(p_interval[0]), float(p_interval[1])
-    p = jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32, lo, hi))(k_p)
+    p = _uniform(words[:, _P_WORD], float(p_interval[0]), float(p_interval[1]))
   p = jnp.broadcast_to(jnp.asarray(p, jnp.float32), valid.shape)
   length = train_crop_length(valid, p, min_length)
-  start = jax.vmap(lambda k, n: jax.random.randint(k, (), 0, n))(k_start, valid - length + 1)
-  return p, start
+  return p, _below(words[:, _START_WORD], valid - length + 1)
 
 
 # Windows up to this size have t + 0.5 representable in 12 significant bits, which the exact
@@ -255,7 +275,8 @@ def valid_crop_resize(x, window: int, p_interval: Sequence[float], key=None, *, 
   if p is None or start is None:
     if key is None:
       raise ValueError('the train crop needs a key, or both p= and start=')
-    p, drawn_start = _draw_crop(_batch_keys(key, n), valid, p_interval, min_length, p=p)
+    p, drawn_start = _draw_crop(_draw_words(_batch_keys(key, n)), valid, p_interval, min_length,
+                                p=p)
     start = drawn_start if start is None else start
   length = train_crop_length(valid, jnp.broadcast_to(jnp.asarray(p, jnp.float32), (n,)),
                              min_length)
@@ -292,8 +313,8 @@ def apply_rotation(x, matrices) -> jax.Array:
 
 @_jit('theta')
 def draw_angles(keys, theta: float = DEFAULT_THETA) -> jax.Array:
-  """(N,) keys -> (N, 3) angles uniform in [-theta, theta]."""
-  return jax.vmap(lambda k: jax.random.uniform(k, (3,), jnp.float32, -theta, theta))(keys)
+  """(N,) keys -> (N, 3) angles uniform in [-theta, theta] (`draw_train`'s)."""
+  return _uniform(_draw_words(keys)[:, _ANGLE_WORDS], -theta, theta)
 
 
 @_jit('theta')
@@ -305,8 +326,14 @@ def random_rot(x, key, theta: float = DEFAULT_THETA) -> jax.Array:
 
 @_jit('num_entities')
 def draw_permutations(keys, num_entities: int) -> jax.Array:
-  """(N,) keys -> (N, M) int32 uniform permutations of range(M)."""
-  return jax.vmap(lambda k: jax.random.permutation(k, num_entities))(keys).astype(jnp.int32)
+  """(N,) keys -> (N, M) int32 uniform permutations of range(M) (`draw_train`'s)."""
+  return _permutations(_draw_words(keys, num_entities), num_entities)
+
+
+def _permutations(words, num_entities: int) -> jax.Array:
+  """The order that sorts each example's M entity words (ties, p ~ M^2 / 2^33, keep order)."""
+  entity_words = words[:, _ENTITY_WORD:_ENTITY_WORD + num_entities]
+  return jnp.argsort(entity_words, axis=1, stable=True).astype(jnp.int32)
 
 
 @_jit()
@@ -356,17 +383,17 @@ def draw_train(keys, valid, *, p_interval, num_entities: int, theta: float = DEF
                min_length: int = MIN_CROP_LENGTH) -> TrainDraws:
   """Draws every random quantity of `augment_train` from per-example keys.
 
-  Each key is split into (crop, rotation, permutation) sub-keys, and all are drawn whatever
-  the flags, so switching one augmentation off leaves the others' draws unchanged.
+  All come from one block of words per key (`_draw_words`), drawn whatever the flags, so
+  switching one augmentation off leaves the others' draws unchanged.
   """
-  keys = _batch_keys(keys, valid.shape[0])
-  k_crop, k_rot, k_perm = _split_each(keys, 3)
+  words = _draw_words(_batch_keys(keys, valid.shape[0]), num_entities)
   if len(p_interval) == 2:
-    p, start = _draw_crop(k_crop, valid, p_interval, min_length)
+    p, start = _draw_crop(words, valid, p_interval, min_length)
   else:
     p = jnp.full(valid.shape, float(p_interval[0]), jnp.float32)
     start = jnp.zeros(valid.shape, jnp.int32)
-  return TrainDraws(p, start, draw_angles(k_rot, theta), draw_permutations(k_perm, num_entities))
+  return TrainDraws(p, start, _uniform(words[:, _ANGLE_WORDS], -theta, theta),
+                    _permutations(words, num_entities))
 
 
 def _streams(x, bone_pairs, vel):

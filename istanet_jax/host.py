@@ -30,7 +30,16 @@ Three settings, all measured on the NTU Mutual 26 model (benchmarks/README.md):
   (`.trace()` of `benchmarks.throughput.make_steps`' jitted NTU train step, batch 16) took
   1.29-1.35 s with the default threshold and 0.94-1.07 s with this one (`GC_THRESHOLD0`).
 
-Set ISTANET_HOST_DEFAULTS=0 to leave all this alone; XLA_FLAGS naming xla_cpu_use_xnnpack wins.
+* LLVM does not unroll loops in XLA:CPU's kernels (`--xla_backend_extra_options=
+  xla_cpu_disable_loop_unrolling`, an option of XLA's CPU backend; its GPU backends skip
+  `xla_` keys). The NTU train step compiled in 9.0-10.0 s instead of 11.1-12.1 (CPU time
+  13.9-15.2 s instead of 17.1-19.2) and stepped no slower (15.9-17.3 s against 16.3-17.6 s;
+  `python -m benchmarks.first_step`, README: Performance). Its kernels are memory-bound
+  elementwise loops and the matmuls are XNNPACK's, so unrolling bought nothing at run time.
+  Float32 results may move by an ulp (sums are vectorised in another order).
+
+Set ISTANET_HOST_DEFAULTS=0 to leave all this alone; XLA_FLAGS naming xla_cpu_use_xnnpack or
+xla_backend_extra_options wins over the matching setting.
 
 `enable_compilation_cache` keeps compiled programs on disk (JAX's persistent cache): a run
 that compiles what an earlier one did, e.g. a resumed or repeated training, loads them.
@@ -46,6 +55,8 @@ import sys
 from typing import Optional
 
 _XNNPACK = '--xla_cpu_use_xnnpack'
+_EXTRA_OPTIONS = '--xla_backend_extra_options'
+_NO_LOOP_UNROLLING = 'xla_cpu_disable_loop_unrolling'
 # glibc mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 _done = []
@@ -54,8 +65,8 @@ GC_THRESHOLD0 = 10_000
 
 def nothing_applied() -> dict:
   """What `configure()` reports where it changed nothing (ISTANET_HOST_DEFAULTS=0)."""
-  return {'xnnpack': False, 'malloc': False, 'malloc_arena_max': None,
-          'sync_cpu_dispatch': False, 'gc_threshold0': None}
+  return {'xnnpack': False, 'no_loop_unrolling': False, 'malloc': False,
+          'malloc_arena_max': None, 'sync_cpu_dispatch': False, 'gc_threshold0': None}
 
 
 def configure() -> dict:
@@ -68,8 +79,12 @@ def configure() -> dict:
     applied['gc_threshold0'] = GC_THRESHOLD0
     flags = os.environ.get('XLA_FLAGS', '')
     if _XNNPACK not in flags:
-      os.environ['XLA_FLAGS'] = f'{flags} {_XNNPACK}=true'.strip()
+      flags = f'{flags} {_XNNPACK}=true'.strip()
       applied['xnnpack'] = True
+    if _EXTRA_OPTIONS not in flags:
+      flags = f'{flags} {_EXTRA_OPTIONS}={_NO_LOOP_UNROLLING}'
+      applied['no_loop_unrolling'] = True
+    os.environ['XLA_FLAGS'] = flags
     arenas = os.environ.get('ISTANET_MALLOC_ARENA_MAX') or None
     applied['malloc'] = _keep_freed_memory(arenas)
     if applied['malloc']:

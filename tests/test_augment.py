@@ -245,6 +245,44 @@ def test_train_crop_draws_stay_in_range():
   assert start[np.asarray(valid) == 300].max() > 100  # starts spread over the range
 
 
+def test_train_draws_are_uniform():
+  """One block of words per key (`augment._draw_words`) gives every draw its distribution."""
+  n = 6000
+  keys = augment.example_keys(3, 7, np.arange(n))
+  valid = jnp.full((n,), 100)  # p in [0.5, 1): lengths 64..99, starts in [0, 100 - length]
+  draws = augment.draw_train(keys, valid, p_interval=(0.5, 1), num_entities=3)
+  p = np.asarray(draws.p)
+  np.testing.assert_allclose(np.histogram(p, bins=5, range=(0.5, 1))[0] / n, 0.2, atol=0.02)
+  length = np.asarray(augment.train_crop_length(valid, draws.p))
+  # start / (choices) is uniform in [0, 1) whatever the length.
+  relative = (np.asarray(draws.start) + 0.5) / (100 - length + 1)
+  np.testing.assert_allclose(np.histogram(relative, bins=4, range=(0, 1))[0] / n, 0.25, atol=0.025)
+  short = length == 99  # two choices: 0 and 1
+  assert set(np.asarray(draws.start)[short]) == {0, 1}
+  angles = np.asarray(draws.angles)
+  assert np.all(np.abs(angles) <= augment.DEFAULT_THETA)
+  np.testing.assert_allclose(angles.mean(0), 0, atol=0.01)
+  np.testing.assert_allclose(angles.std(0), augment.DEFAULT_THETA / np.sqrt(3), rtol=0.03)
+  assert abs(np.corrcoef(angles.T)[0, 1]) < 0.05  # the three angles are independent
+  perms = np.asarray(draws.perm)
+  np.testing.assert_array_equal(np.sort(perms, 1), np.broadcast_to(np.arange(3), perms.shape))
+  counts = np.unique(perms, axis=0, return_counts=True)[1]
+  assert len(counts) == 6
+  np.testing.assert_allclose(counts / n, 1 / 6, atol=0.02)
+
+
+def test_standalone_draws_are_draw_trains():
+  keys = augment.example_keys(0, 2, np.arange(8))
+  x = _random_batch(7, n=8)
+  draws = augment.draw_train(keys, augment.valid_frame_counts(x), p_interval=(0.5, 1),
+                             num_entities=2)
+  np.testing.assert_array_equal(augment.draw_angles(keys), draws.angles)
+  np.testing.assert_array_equal(augment.draw_permutations(keys, 2), draws.perm)
+  np.testing.assert_array_equal(
+      augment.valid_crop_resize(x, 48, (0.5, 1), key=keys),
+      augment.valid_crop_resize(x, 48, (0.5, 1), p=draws.p, start=draws.start))
+
+
 def test_all_zero_sequence_gives_zeros():
   # The reference crashes on valid == 0; we return zeros.
   x = np.zeros((4, 80, 25, 2, 3), np.float32)

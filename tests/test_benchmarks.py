@@ -28,7 +28,8 @@ def test_throughput_writes_results_json(tmp_path, capsys):
              for r in report['results'])
   assert report['environment']['processor']  # the CPU is named (/proc/cpuinfo on Linux)
   # What istanet_jax.host.configure() did in this process (the conftest applied it).
-  assert report['environment']['host_defaults'] == {'xnnpack': True, 'malloc': True,
+  assert report['environment']['host_defaults'] == {'xnnpack': True, 'no_loop_unrolling': True,
+                                                    'malloc': True,
                                                     'malloc_arena_max': None,
                                                     'sync_cpu_dispatch': True,
                                                     'gc_threshold0': 10_000}
