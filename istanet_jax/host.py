@@ -32,11 +32,10 @@ Three settings, all measured on the NTU Mutual 26 model (benchmarks/README.md):
 
 * LLVM does not unroll loops in XLA:CPU's kernels (`--xla_backend_extra_options=
   xla_cpu_disable_loop_unrolling`, an option of XLA's CPU backend; its GPU backends skip
-  `xla_` keys). The NTU train step compiled in 9.0-10.0 s instead of 11.1-12.1 (CPU time
-  13.9-15.2 s instead of 17.1-19.2) and stepped no slower (15.9-17.3 s against 16.3-17.6 s;
-  `python -m benchmarks.first_step`, README: Performance). Its kernels are memory-bound
-  elementwise loops and the matmuls are XNNPACK's, so unrolling bought nothing at run time.
-  Float32 results may move by an ulp (sums are vectorised in another order).
+  `xla_` keys). The NTU train step compiled in 9.0-10.5 s instead of 10.5 / 13.4 s and stepped
+  no slower (16.2-16.4 s against 16.6 / 17.6 s; `python -m benchmarks.first_step`, README:
+  Performance). Its LLVM-compiled kernels are memory-bound loops and the matmuls are
+  XNNPACK's, so unrolling bought nothing at run time. Float32 results may move by an ulp.
 
 Set ISTANET_HOST_DEFAULTS=0 to leave all this alone; XLA_FLAGS naming xla_cpu_use_xnnpack or
 xla_backend_extra_options wins over the matching setting.
