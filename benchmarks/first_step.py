@@ -64,7 +64,6 @@ def measure(config, *, steps_per_epoch: int = 100) -> dict:
     return out
 
   mesh = train.make_mesh()
-  train._check_batch_sizes(config, mesh)  # pylint: disable=protected-access
   model = steps.model_from_config(config)
   tx = steps.make_optimizer(config, steps_per_epoch)
   init_state, train_step, _ = train.jit_steps(config, model, tx, mesh)

@@ -162,7 +162,9 @@ INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 1}
 
 def jit_steps(config: ml_collections.ConfigDict, model, tx, mesh: Mesh):
   """(init_state(key) -> state, train_step, eval_step), jitted and placed on `mesh` as training
-  runs them: state replicated, batches split along 'data' (benchmarks/first_step.py times them)."""
+  runs them: state replicated, batches split along 'data' (benchmarks/first_step.py times them).
+  ValueError where the config's batch sizes do not split over the mesh."""
+  _check_batch_sizes(config, mesh)
   replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
   # The initialiser runs once, so its compile time is all that counts: with LLVM's -O1
   # (`INIT_COMPILER_OPTIONS`) the NTU state took 6.4 / 6.8 s to trace, compile and run instead
@@ -197,7 +199,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   config = resolve_data(config, workdir)
   mesh = make_mesh(devices)
   data_sharding = NamedSharding(mesh, P('data'))
-  _check_batch_sizes(config, mesh)
 
   n_train = input_pipeline.num_examples(config.dataset, config.train_split, config.get('data_dir'))
   steps_per_epoch = input_pipeline.num_batches(n_train, batch_size=config.batch_size, train=True,
