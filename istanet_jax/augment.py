@@ -315,7 +315,11 @@ def apply_rotation(x, matrices) -> jax.Array:
 @_jit('theta')
 def draw_angles(keys, theta: float = DEFAULT_THETA) -> jax.Array:
   """(N,) keys -> (N, 3) angles uniform in [-theta, theta] (`draw_train`'s)."""
-  return _uniform(_draw_words(keys)[:, _ANGLE_WORDS], -theta, theta)
+  return _angles(_draw_words(keys), theta)
+
+
+def _angles(words, theta: float) -> jax.Array:
+  return _uniform(words[:, _ANGLE_WORDS], -theta, theta)
 
 
 @_jit('theta')
@@ -393,8 +397,7 @@ def draw_train(keys, valid, *, p_interval, num_entities: int, theta: float = DEF
   else:
     p = jnp.full(valid.shape, float(p_interval[0]), jnp.float32)
     start = jnp.zeros(valid.shape, jnp.int32)
-  return TrainDraws(p, start, _uniform(words[:, _ANGLE_WORDS], -theta, theta),
-                    _permutations(words, num_entities))
+  return TrainDraws(p, start, _angles(words, theta), _permutations(words, num_entities))
 
 
 def _streams(x, bone_pairs, vel):
