@@ -242,20 +242,65 @@ def _winograd_plan(k: int):
 
 
 def _combine(matrix, arrays, axis=0):
-  """Stacks sum_i matrix[j, i] * arrays[i] over j along a new `axis`, skipping zero terms (one
-  fused elementwise pass in XLA). Written in `lax` operations, which trace faster than jnp's
-  operators and indexing: these transforms are a large part of the model's trace."""
-  out = []
-  for row in matrix:
-    total = None
-    for c, v in zip(row, arrays):
-      if c == 0:
-        continue
-      c = float(c)
-      term = v if c == 1 else jax.lax.neg(v) if c == -1 else jax.lax.mul(
-          v, jax.lax.full((), c, v.dtype))
-      total = term if total is None else jax.lax.add(total, term)
-    out.append(total)
+  """Stacks sum_i matrix[j, i] * arrays[i] over j along a new `axis` (one fused elementwise pass
+  in XLA) in few operations: two rows equal up to signs share their two partial sums (row =
+  A + B, partner = A - B), terms of one magnitude are summed before their one multiply, and a
+  sum that recurs in other rows is built once. Winograd's transforms have that structure (their
+  points come in +-pairs); written term by term they were 8.9k of the NTU train step's 17.9k
+  StableHLO operations, factored 6.4k of 15.4k, and XLA's serial passes scale with the count.
+  In `lax` operations, which trace faster than jnp's operators and indexing."""
+  matrix = np.asarray(matrix, np.float64)
+  sums = {}
+
+  def signed_sum(terms):  # ((index, +-1), ...) with a positive first sign: built once
+    if terms not in sums:
+      total = arrays[terms[0][0]]
+      for index, sign in terms[1:]:
+        total = (jax.lax.add if sign > 0 else jax.lax.sub)(total, arrays[index])
+      sums[terms] = total
+    return sums[terms]
+
+  def linear(coefficients):  # {index: c} -> (sign, sum_i c_i arrays[i]) or None
+    parts = []
+    for magnitude in sorted({abs(c) for c in coefficients.values()}):
+      terms = [(i, 1 if c > 0 else -1) for i, c in sorted(coefficients.items())
+               if abs(c) == magnitude]
+      sign = terms[0][1]
+      part = signed_sum(tuple((i, s * sign) for i, s in terms))
+      if magnitude != 1:
+        part = jax.lax.mul(part, jax.lax.full((), float(magnitude), part.dtype))
+      parts.append((sign, part))
+    if not parts:
+      return None
+    sign, total = parts[0]
+    for s, part in parts[1:]:
+      total = (jax.lax.add if s == sign else jax.lax.sub)(total, part)
+    return sign, total
+
+  def join(a, b, subtract=False):  # a +- b of two `linear` results, sign folded in
+    if b is None:
+      return a
+    if a is None:
+      return (-b[0] if subtract else b[0]), b[1]
+    same = (a[0] == b[0]) != subtract
+    return a[0], (jax.lax.add if same else jax.lax.sub)(a[1], b[1])
+
+  partner = {}  # rows equal up to signs, in pairs
+  for j, row in enumerate(matrix):
+    partner[j] = next((i for i in range(j) if partner[i] is None
+                       and np.array_equal(np.abs(matrix[i]), np.abs(row))), None)
+    if partner[j] is not None:
+      partner[partner[j]] = j
+  rows = [None] * len(matrix)
+  for j, row in enumerate(matrix):
+    if partner[j] is None:
+      rows[j] = linear({c: row[c] for c in np.flatnonzero(row)})
+    elif partner[j] > j:
+      other = matrix[partner[j]]
+      a = linear({c: row[c] for c in np.flatnonzero((row == other) & (row != 0))})
+      b = linear({c: row[c] for c in np.flatnonzero((row == -other) & (row != 0))})
+      rows[j], rows[partner[j]] = join(a, b), join(a, b, subtract=True)
+  out = [total if sign > 0 else jax.lax.neg(total) for sign, total in rows]
   return jnp.stack(out, axis=axis)
 
 

@@ -112,7 +112,11 @@ def test_recomputed_positional_encoding_within_float32_tolerance(name):
   _, model = _setup(case)
   variables = torch_compat.variables_from_state_dict(state, case.model_args)
   logits, _ = apply_model(model, variables, jnp.asarray(case.x), train=False)
-  assert _rel(logits, case.arrays['logits_eval']) < 2e-4
+  # The recomputed table differs from torch's float32 one by up to 1.5e-5 (relative), and this
+  # randomly initialised model amplifies it: the logits moved by 1.4e-4 and 2.3e-4 under two
+  # float32 summation orders of the Winograd transforms (~3e-6 with torch's table,
+  # test_logits_and_loss). A wrong table moves them by O(1).
+  assert _rel(logits, case.arrays['logits_eval']) < 5e-4
 
 
 def test_parity_fixtures_present():
