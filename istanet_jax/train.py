@@ -234,6 +234,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     end_epoch = min(end_epoch, start_epoch + stop_after_epochs)
   summary = {'epochs_run': 0, 'resumed_from_epoch': start_epoch if restored else None}
   compiled_by_first_epoch = None
+  first_step = True
   for epoch in range(start_epoch, end_epoch):
     totals = None
     start = time.perf_counter()
@@ -244,6 +245,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     with jax.transfer_guard_device_to_host('disallow_explicit'):
       for _ in range(steps_per_epoch):
         batch = to_global(_host_batch(next(train_iter)), data_sharding)
+        if first_step:  # traced and lowered while the idle core commits its memory
+          first_step = False
+          with host.warm_heap():
+            train_step.lower(state, batch, base_key)
         state, metrics = train_step(state, batch, base_key)
         totals = steps.accumulate(totals, metrics)
         bar.update(config.batch_size)
