@@ -8,10 +8,10 @@ Builds the mesh, model, optimiser, state initialiser and steps with `train.jit_s
 learning-rate schedule, gradient accumulation where `--microbatches` / the config asks), feeds
 one synthetic batch of the input pipeline's shapes (raw (B, max_frames, V, M, C) skeletons,
 labels, indices, mask) and times, in order: the state's initialisation (compile and run), the
-train step's trace and lowering (while `host.warm_heap` commits memory on the idle core, as
-`train` does: `heap_committed_gb`), its compilation, its first call (with the kernel time it
-spends, mostly the first touch of its memory) and a second call. `first_step_incl_compile_s`
-is the step's trace, lowering, compilation and first call; `from_process_start_s` runs from
+train step's trace and lowering (`train.lower_first_step`, as training does: meanwhile the idle
+core commits the memory of the first call, `heap_committed_gb`), its compilation, its first
+call (with the kernel time it spends, mostly the first touch of its memory) and a second call.
+`first_step_incl_compile_s` is the step's trace, lowering, compilation and first call; `from_process_start_s` runs from
 the interpreter's start (imports and initialisation included) to the end of the first step.
 Start each measurement in a fresh process: a warm process has compiled and touched it all.
 Needs ml_collections (the configs) but no TensorFlow.
@@ -52,7 +52,7 @@ def synthetic_batch(config, batch: int, seed: int = 0) -> dict:
 def measure(config, *, steps_per_epoch: int = 100) -> dict:
   """The phases' seconds (see the module docstring) for `config` on every local device."""
   import jax
-  from istanet_jax import host, steps, train
+  from istanet_jax import steps, train
   timings = {}
 
   def timed(name, fn):
@@ -72,9 +72,9 @@ def measure(config, *, steps_per_epoch: int = 100) -> dict:
   state = timed('init_state', lambda: jax.block_until_ready(init_state(key)))
   batch = train.to_global(synthetic_batch(config, config.batch_size),
                           jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data')))
-  with host.warm_heap() as committed:  # as train_and_evaluate lowers its first step
-    lowered = timed('trace_and_lower', lambda: train_step.lower(state, batch, key))
-  timings['heap_committed_gb'] = round(committed[0] / 2**30, 2)
+  lowered, committed = timed('trace_and_lower',
+                             lambda: train.lower_first_step(train_step, state, batch, key))
+  timings['heap_committed_gb'] = round(committed / 2**30, 2)
   compiled = timed('compile', lowered.compile)
   state, metrics = timed('first_call', lambda: jax.block_until_ready(compiled(state, batch, key)))
   first_step_end = time.perf_counter()
