@@ -11,8 +11,9 @@ labels, indices, mask) and times, in order: the state's initialisation (compile 
 train step's trace and lowering (`train.lower_first_step`, as training does: meanwhile the idle
 core commits the memory of the first call, `heap_committed_gb`), its compilation, its first
 call (with the kernel time it spends, mostly the first touch of its memory) and a second call.
-`first_step_incl_compile_s` is the step's trace, lowering, compilation and first call; `from_process_start_s` runs from
-the interpreter's start (imports and initialisation included) to the end of the first step.
+`first_step_incl_compile_s` is the step's trace, lowering, compilation and first call;
+`from_process_start_s` runs from the interpreter's start (imports and initialisation included)
+to the end of the first step.
 Start each measurement in a fresh process: a warm process has compiled and touched it all.
 Needs ml_collections (the configs) but no TensorFlow.
 """
