@@ -237,7 +237,10 @@ def _tf_batches(builder, split, plan: _Plan, start: int, stop: int, max_frames: 
       pos = plan.positions(epoch)
       begin = first_pos if epoch == first_epoch else 0
       end = min(plan.per_epoch, stop - epoch * plan.per_epoch)
-      yield pos[begin:end]
+      # A copy, never the plan's (cached, shared with the grain back end) array: TF wraps a
+      # 64-byte-aligned generator output without copying, and `tf.maximum(pos, 0)` below then
+      # writes into it in place, turning padding (-1) into example 0 (TF 2.21).
+      yield pos[begin:end].copy()
 
   def example(pos):
     valid = pos >= 0
