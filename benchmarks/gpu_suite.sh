@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # The speed issue's GPU measurements, in parts that each fit one device call (< 10 minutes).
-# Prepare here first (benchmarks/gpu_prepare.sh), then per part one device run:
-#   carry [".whl", ".ref"], command `bash benchmarks/gpu_suite.sh PART`, timeout 600
-# Parts (in this order; results land in $OUT, then go to benchmarks/results/):
+# Prepare here first (benchmarks/gpu_prepare.sh), then one device run:
+#   carry [".whl", ".ref"], command `bash benchmarks/gpu_suite.sh all`, timeout 540
+# `all` runs the parts below in the order of the rows they settle (reference, autocast, full,
+# sweep), trimmed to fit a session's 15 device minutes: no eval rows, the full run on 100 files
+# per class and 3 epochs, the sweep at 128,256; each part gets what is left of BUDGET_S
+# (default 450 s; PARTS picks others), and a part that overruns is stopped, not the rest.
+# Each JSON lands in $OUT as its part ends, so a cut-off call still returns those before.
+# Parts (results land in $OUT, then go to benchmarks/results/):
 #   sweep      ours, bf16: train samples/s and MFU for batches $SWEEP, eval at 256 and 1
 #   reference  ours bf16 vs the reference as it trains (float32, main.py's cuDNN settings),
 #              with a logits check first (ours on the reference's weights, on the GPU)
@@ -12,14 +17,15 @@
 # 32,64,128,256), EVAL (eval batches of the sweep, default 256,1), FULL_BATCH (the full run's
 # batch, default 32: the reference's recipe), STEPS; for a smoke run on a CPU: MODEL (default
 # ntu26), PEAK (TFLOP/s, default auto), CONFIG (configs/ntu26.py:xsub), NUM_PER_CLASS (300), EPOCHS (4),
-# REFERENCE_DIR (.ref/ISTA-Net), FULL_SET (one more key=value for the full run's config).
+# REFERENCE_DIR (.ref/ISTA-Net), FULL_SET (one more key=value for the full run's config),
+# REF_EVAL (eval batches of the side by side runs, default BATCH,1), BUDGET_S, PARTS (`all`).
 # CONV_ALGORITHM=xla: the sweep with the 1-D convolutions' gradients by autodiff (cuDNN) instead
 # of the shifted-copy matmuls made for XLA:CPU (then FULL_SET=conv_algorithm=xla for the full
 # run). bf16 compute, which every part uses, takes 'matmul' where 'winograd' is asked for.
 # A persistent compilation cache in /tmp/jax_cache serves later parts while the machine is warm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-part=${1:?usage: gpu_suite.sh sweep|reference|autocast|full}
+part=${1:?usage: gpu_suite.sh all|reference|autocast|full|sweep}
 out=${OUT:-/tmp/gpu_suite_out}
 mkdir -p "$out"
 # The device image lacks these; where they are installed (a CPU smoke run) the wheels are not used.
@@ -41,17 +47,17 @@ log="$out/$part.log"
   case "$part" in
     sweep)
       python3 -m benchmarks.throughput --model "$model" --dtype bfloat16 \
-        --batch "${SWEEP:-32,64,128,256}" --eval_batches "${EVAL:-256,1}" --steps "$steps" --warmup 2 \
+        --batch "${SWEEP:-32,64,128,256}" --eval_batches "${EVAL-256,1}" --steps "$steps" --warmup 2 \
         --conv_algorithm "${CONV_ALGORITHM:-matmul}" \
         --peak_tflops "$peak" --out "$out/gpu_${model}_bf16_sweep_${CONV_ALGORITHM:-matmul}.json" ;;
     reference)
       python3 -m benchmarks.compare_reference --reference_dir "$ref" --model "$model" \
-        --batch "$batch" --eval_batches "$batch,1" --steps "$steps" --warmup 2 \
+        --batch "$batch" --eval_batches "${REF_EVAL-$batch,1}" --steps "$steps" --warmup 2 \
         --dtype bfloat16 --check_logits --peak_tflops "$peak" \
         --out "$out/gpu_${model}_bf16_vs_reference.json" ;;
     autocast)
       python3 -m benchmarks.compare_reference --reference_dir "$ref" --model "$model" \
-        --batch "$batch" --eval_batches "$batch,1" --steps "$steps" --warmup 2 \
+        --batch "$batch" --eval_batches "${REF_EVAL-$batch,1}" --steps "$steps" --warmup 2 \
         --dtype bfloat16 --reference_autocast --reference_channels_last \
         --reference_cudnn benchmark --peak_tflops "$peak" \
         --out "$out/gpu_${model}_bf16_vs_reference_autocast.json" ;;
@@ -63,6 +69,19 @@ log="$out/$part.log"
         ${FULL_SET:+"--config.$FULL_SET"} \
         --workdir /tmp/full_training \
         --out "$out/gpu_${model}_full_training.json" ;;
+    all)
+      budget=${BUDGET_S:-450}
+      for p in ${PARTS:-reference autocast full sweep}; do
+        left=$((budget - SECONDS))
+        if ((left < 60)); then
+          echo "== all: $p skipped, ${left} s of BUDGET_S=$budget left"; continue
+        fi
+        echo "== all: $p (${left} s left)"
+        REF_EVAL=${REF_EVAL-} NUM_PER_CLASS=${NUM_PER_CLASS:-100} EPOCHS=${EPOCHS:-3} \
+          SWEEP=${SWEEP:-128,256} EVAL=${EVAL-} \
+          timeout --kill-after=10 "$left" bash "$0" "$p" > /dev/null \
+          || { echo "== all: $p stopped (exit $?)"; tail -n 15 "$out/$p.log" 2>/dev/null; }
+      done ;;
     *)
       echo "unknown part $part" >&2; exit 2 ;;
   esac
@@ -72,7 +91,11 @@ python3 - "$out" "$part" <<'EOF'
 import json, pathlib, sys
 out, part = pathlib.Path(sys.argv[1]), sys.argv[2]
 for path in sorted(out.glob('*.json')):
-  report = json.loads(path.read_text())
+  try:
+    report = json.loads(path.read_text())
+  except ValueError as e:  # a part stopped while writing
+    print('==', path.name, 'unreadable:', e)
+    continue
   print('==', path.name)
   for row in report.get('comparison', []):
     print(f"{row['kind']:5s} b{row['batch']:<4d} ours {row['jax_step_s']*1e3:8.2f} ms  "

@@ -335,17 +335,20 @@ def test_logits_agreement_on_a_parity_case():
 
 def test_gpu_suite_script_runs_a_part(tmp_path):
   """benchmarks/gpu_suite.sh (what a GPU session runs) on a small model on the CPU: its
-  arguments reach the benchmark, and it ends with the summary lines a device reply shows."""
+  arguments reach the benchmark, and it ends with the summary lines a device reply shows.
+  Run as `all` runs it: a failing part before it does not stop it."""
   import os
   import pathlib
   import subprocess
   repo = pathlib.Path(__file__).resolve().parents[1]
   env = dict(os.environ, OUT=str(tmp_path), MODEL='small', PEAK='1', SWEEP='2', EVAL='2',
-             STEPS='1')
+             STEPS='1', PARTS='nonsense sweep')
   env.pop('XLA_FLAGS', None)  # one CPU device, as a plain process has
-  proc = subprocess.run(['bash', str(repo / 'benchmarks' / 'gpu_suite.sh'), 'sweep'], cwd=repo,
+  proc = subprocess.run(['bash', str(repo / 'benchmarks' / 'gpu_suite.sh'), 'all'], cwd=repo,
                         env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+  assert '== all: nonsense stopped (exit 2)' in proc.stdout
+  assert 'unknown part nonsense' in (tmp_path / 'nonsense.log').read_text()
   report = json.loads((tmp_path / 'gpu_small_bf16_sweep_matmul.json').read_text())
   assert report['dtype'] == 'bfloat16' and report['peak_tflops'] == 1.0
   assert [(r['kind'], r['batch']) for r in report['results']] == [('train', 2), ('eval', 2)]
@@ -361,6 +364,14 @@ def test_gpu_suite_script_runs_a_part(tmp_path):
   bad = subprocess.run(['bash', str(repo / 'benchmarks' / 'gpu_suite.sh'), 'nonsense'],
                        cwd=repo, env=env, capture_output=True, text=True, timeout=120)
   assert bad.returncode != 0 and 'unknown part nonsense' in bad.stdout + bad.stderr
+  # Out of budget: the parts are skipped, not started.
+  late = subprocess.run(['bash', str(repo / 'benchmarks' / 'gpu_suite.sh'), 'all'], cwd=repo,
+                        env=dict(env, BUDGET_S='30', PARTS='reference sweep'),
+                        capture_output=True, text=True, timeout=120)
+  assert late.returncode == 0, late.stdout[-2000:] + late.stderr[-2000:]
+  lines = [line for line in late.stdout.splitlines() if line.startswith('== all:')]
+  assert [line.split(' s of ')[0].rsplit(',', 1)[0] for line in lines] == [
+      '== all: reference skipped', '== all: sweep skipped'], lines
 
 
 def test_conv_grads_times_each_part(tmp_path, capsys):
