@@ -230,18 +230,7 @@ def _tf_batches(builder, split, plan: _Plan, start: int, stop: int, max_frames: 
                  name=tf.Variable(np.array(names, object), dtype=tf.string, trainable=False))
   del chunks, flat  # The variables hold the only copy from here on.
 
-  def positions():
-    first_epoch, first_pos = divmod(start, plan.per_epoch)
-    last_epoch = math.ceil(stop / plan.per_epoch)
-    for epoch in range(first_epoch, last_epoch):
-      pos = plan.positions(epoch)
-      begin = first_pos if epoch == first_epoch else 0
-      end = min(plan.per_epoch, stop - epoch * plan.per_epoch)
-      # A copy, never the plan's (cached, shared with the grain back end) array: TF wraps a
-      # 64-byte-aligned generator output without copying, and `tf.maximum(pos, 0)` below then
-      # writes into it in place, turning padding (-1) into example 0 (TF 2.21).
-      yield pos[begin:end].copy()
-
+  @tf.function(input_signature=[tf.TensorSpec((), tf.int64)])  # traced once, not per epoch
   def example(pos):
     valid = pos >= 0
     p = tf.maximum(pos, 0)
@@ -259,14 +248,22 @@ def _tf_batches(builder, split, plan: _Plan, start: int, stop: int, max_frames: 
         index=tf.where(valid, plan.lo + pos, -tf.ones((), tf.int64)),
         sample_name=tf.where(valid, store['name'][p], ''))
 
-  ds = (tf.data.Dataset.from_generator(
-      positions, output_signature=tf.TensorSpec((None,), tf.int64))
-        .flat_map(tf.data.Dataset.from_tensor_slices)
-        .map(example, num_parallel_calls=num_threads, deterministic=True)
-        .batch(plan.local_batch, drop_remainder=True)
-        .prefetch(prefetch))
-  for batch in ds.as_numpy_iterator():
-    yield _finish_batch(batch)
+  # One dataset per epoch over its positions, so that no Python runs inside tf.data: with
+  # `from_generator`, dropping an iterator whose generator was still being pulled deadlocked
+  # (the destructor waits, holding the GIL, for a py_func that waits for the GIL), and TF
+  # wrote `tf.maximum(pos, 0)` in place into a 64-byte-aligned array it had taken without
+  # copying: padding (-1) became example 0 in the plan's cached array, which grain shares.
+  # Each epoch gets a copy, then, never the plan's array (TF 2.21).
+  first_epoch, first_pos = divmod(start, plan.per_epoch)
+  for epoch in range(first_epoch, math.ceil(stop / plan.per_epoch)):
+    begin = first_pos if epoch == first_epoch else 0
+    end = min(plan.per_epoch, stop - epoch * plan.per_epoch)
+    ds = (tf.data.Dataset.from_tensor_slices(plan.positions(epoch)[begin:end].copy())
+          .map(example, num_parallel_calls=num_threads, deterministic=True)
+          .batch(plan.local_batch, drop_remainder=True)
+          .prefetch(prefetch))
+    for batch in ds.as_numpy_iterator():
+      yield _finish_batch(batch)
 
 
 # -------------------------------------------------------------------------------- iterator
