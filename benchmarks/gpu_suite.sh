@@ -102,6 +102,9 @@ for path in sorted(out.glob('*.json')):
           f"ref {row['torch_step_s']*1e3:8.2f} ms  x{row['throughput_ratio']:.2f}  "
           f"mfu {row.get('jax_mfu', 0):.3f}/{row.get('torch_mfu', 0):.3f}")
   for row in report.get('results', []) if 'comparison' not in report else []:
+    if 'error' in row:
+      print(f"{row['kind']:5s} b{row['batch']:<4d} {row['error'][:100]}")
+      continue
     print(f"{row['kind']:5s} b{row['batch']:<4d} {row['median_step_s']*1e3:8.2f} ms  "
           f"{row['samples_per_s']:9.1f}/s  mfu {row.get('mfu', 0):.3f}  "
           f"first {row['first_step_incl_compile_s']:.1f} s")

@@ -29,7 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -314,6 +314,17 @@ def configure_host(args) -> None:
   _HOST_DEFAULTS[0] = host.nothing_applied() if args.no_host_defaults else host.configure()
 
 
+def unless_out_of_memory(kind: str, batch: int, measure: Callable[[], dict]) -> dict:
+  """measure(), or where the device runs out of memory a row saying so: a sweep's largest
+  batch must not cost the rows measured before it (they are written at the end)."""
+  try:
+    return measure()
+  except jax.errors.JaxRuntimeError as e:
+    if 'RESOURCE_EXHAUSTED' not in str(e):
+      raise
+    return dict(kind=kind, batch=batch, error=str(e).strip().splitlines()[0][:500])
+
+
 def run(model_name: str, *, train_batches: list[int], eval_batches: list[int], dtype: str,
         steps: int, warmup: int, peak_tflops: Optional[float],
         conv_algorithm: str = 'winograd', bn_group_size: Optional[int] = None,
@@ -321,10 +332,12 @@ def run(model_name: str, *, train_batches: list[int], eval_batches: list[int], d
   model = make_model(model_name, dtype, conv_algorithm, bn_group_size)
   results = []
   for b in train_batches:
-    results.append(bench_train(model, b, steps=steps, warmup=warmup, peak_tflops=peak_tflops,
-                               microbatches=microbatches))
+    results.append(unless_out_of_memory('train', b, lambda b=b: bench_train(
+        model, b, steps=steps, warmup=warmup, peak_tflops=peak_tflops,
+        microbatches=microbatches)))
   for b in eval_batches:
-    results.append(bench_eval(model, b, steps=steps, warmup=warmup, peak_tflops=peak_tflops))
+    results.append(unless_out_of_memory('eval', b, lambda b=b: bench_eval(
+        model, b, steps=steps, warmup=warmup, peak_tflops=peak_tflops)))
   return dict(framework='jax', model=model_name, dtype=dtype, conv_algorithm=conv_algorithm,
               bn_group_size=bn_group_size, peak_tflops=peak_tflops,
               results=results, memory=_peak_memory(), environment=environment())

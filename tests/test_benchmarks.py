@@ -60,6 +60,26 @@ def test_throughput_batch_sweep_and_mfu(tmp_path, capsys):
   assert report['peak_tflops'] == 0.5
 
 
+def test_a_batch_out_of_device_memory_costs_only_its_row():
+  """A sweep's largest batch running out of memory becomes an error row; others raise."""
+  import jax
+
+  def out_of_memory():
+    raise jax.errors.JaxRuntimeError('RESOURCE_EXHAUSTED: Out of memory while trying to '
+                                     'allocate 81.2GiB.\nmore detail')
+
+  assert throughput.unless_out_of_memory('train', 256, out_of_memory) == dict(
+      kind='train', batch=256,
+      error='RESOURCE_EXHAUSTED: Out of memory while trying to allocate 81.2GiB.')
+  assert throughput.unless_out_of_memory('eval', 1, lambda: {'ok': 1}) == {'ok': 1}
+
+  def other_failure():
+    raise jax.errors.JaxRuntimeError('INVALID_ARGUMENT: shapes differ')
+
+  with pytest.raises(jax.errors.JaxRuntimeError, match='INVALID_ARGUMENT'):
+    throughput.unless_out_of_memory('train', 2, other_failure)
+
+
 def test_throughput_microbatches_count_every_microbatch(tmp_path, capsys):
   """`--microbatches 2` (ghost BatchNorm groups of 2) runs the step as a loop over two halves;
   its FLOPs are the whole batch's (XLA counts a loop body once), as without the split."""
