@@ -70,9 +70,13 @@ def _assert_trees(a, b, rtol=None):
 @pytest.fixture(scope='module')
 def four_device_run(data_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp('four')
-  result = train.train_and_evaluate(tiny_config(data_dir), str(workdir), progress=False,
-                                    devices=jax.devices()[:4])
-  return workdir, result
+  made, make_iterator = [], input_pipeline.make_iterator
+  with pytest.MonkeyPatch.context() as patch:  # which iterators the run starts
+    patch.setattr(input_pipeline, 'make_iterator', lambda builder, split, **kwargs: (
+        made.append((split, kwargs['train'])) or make_iterator(builder, split, **kwargs)))
+    result = train.train_and_evaluate(tiny_config(data_dir), str(workdir), progress=False,
+                                      devices=jax.devices()[:4])
+  return workdir, dict(result, iterators_made=made)
 
 
 @pytest.fixture(scope='module')
@@ -97,6 +101,8 @@ def test_loss_falls_every_sample_is_evaluated_and_nothing_recompiles(data_dir, f
   assert n_test % 12  # the last eval batch is partial
   evals = [m for m in train.read_metrics(str(workdir)) if 'eval/top1' in m]
   assert [m['eval/count'] for m in evals] == [n_test] * 3  # every test sample counted once
+  # One eval iterator serves the three evaluations (the tf.data back end reads the split in).
+  assert four['iterators_made'] == [('fold1+fold2+fold3+fold4', True), ('fold0', False)]
   assert all(0 <= m['eval/top1'] <= m['eval/top5'] <= 1 for m in evals)
   assert four['compilations_after_first_epoch'] == 0
   scores = np.load(workdir / 'best_scores.npy')
