@@ -80,7 +80,7 @@ log="$out/$part.log"
         REF_EVAL=${REF_EVAL-} NUM_PER_CLASS=${NUM_PER_CLASS:-100} EPOCHS=${EPOCHS:-3} \
           SWEEP=${SWEEP:-128,256} EVAL=${EVAL-} \
           timeout --kill-after=10 "$left" bash "$0" "$p" > /dev/null \
-          || { echo "== all: $p stopped (exit $?)"; tail -n 15 "$out/$p.log" 2>/dev/null; }
+          || { echo "== all: $p stopped (exit $?)"; tail -n 15 "$out/$p.log" 2>/dev/null || true; }
       done ;;
     *)
       echo "unknown part $part" >&2; exit 2 ;;
