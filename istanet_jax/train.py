@@ -284,9 +284,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     if (epoch + 1) % config.eval_interval == 0 or epoch + 1 == config.num_epoch:
       if eval_iter is None:
-        eval_iter = input_pipeline.make_iterator(
-            config.dataset, config.eval_split, batch_size=config.test_batch_size, train=False,
-            seed=0, num_epochs=end_epoch - epoch, **_data_kwargs(config))
+        eval_iter = eval_iterator(config, passes=end_epoch - epoch)
       result = evaluate(config, state, eval_step, data_sharding, eval_iter)
       writer.write(step, epoch + 1, {k: v for k, v in result.items() if k.startswith('eval/')})
       _say(f'epoch {epoch + 1}: eval loss {result["eval/loss"]:.4f} top-1 '
@@ -313,6 +311,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   return summary
 
 
+def eval_iterator(config, passes: int = 1) -> input_pipeline.BatchIterator:
+  """The eval split in index order, padded to whole batches, `passes` times over."""
+  return input_pipeline.make_iterator(
+      config.dataset, config.eval_split, batch_size=config.test_batch_size, train=False,
+      seed=0, num_epochs=passes, **_data_kwargs(config))
+
+
 def evaluate(config, state, eval_step, data_sharding,
              batches: Optional[input_pipeline.BatchIterator] = None) -> dict:
   """Loss, top-1, top-5 and per-class accuracy over the whole eval split, plus the scores.
@@ -326,9 +331,7 @@ def evaluate(config, state, eval_step, data_sharding,
   """
   start = time.perf_counter()
   if batches is None:
-    batches = input_pipeline.make_iterator(
-        config.dataset, config.eval_split, batch_size=config.test_batch_size, train=False,
-        seed=0, **_data_kwargs(config))
+    batches = eval_iterator(config)
   totals, logits, names, labels = None, [], [], []
   for host_batch in itertools.islice(batches, batches.steps_per_epoch):
     batch = to_global(_host_batch(host_batch), data_sharding)
