@@ -17,7 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from data_pipelines.ntu import FIRST_SETUP_120, NUM_JOINTS, SKELETON_DIR, SKELETON_DIR_120
+from data_pipelines.ntu import (FIRST_SETUP_120, NTU60_XSUB_TRAIN, NTU120_XSUB_TRAIN,
+                                 NUM_JOINTS, SKELETON_DIR, SKELETON_DIR_120)
 
 # Kinect v2 joints (x, y) in metres around the spine base, a standing person facing the camera.
 _TEMPLATE_XY = np.array([
@@ -204,14 +205,23 @@ def write_skeleton_file(path: str | os.PathLike, frames) -> str:
 
 
 def sample_names(num_per_class: int = 4) -> list[tuple[str, str]]:
-  """(name, scenario) of every file `write_ntu_tree` writes, empty file included."""
-  out = []
+  """(name, scenario) of every file `write_ntu_tree` writes, empty file included.
+
+  File i of an action takes setup `SETUPS[i % 4]`, performer `PERFORMERS[(i + action) % 5]`
+  and a camera and replication cycling with i. Those repeat from the 42nd file of an action
+  on; a name already taken moves to another performer on the same side of both cross-subject
+  splits, then to another setup of the same parity and directory, so every split (x-sub,
+  x-set, x-view, NTU60 and NTU120) keeps each file's side and the first 41 names per action
+  stay what they were.
+  """
+  out, taken = [], {EMPTY_FILE_NAME}
   mutual = 0
   for action in OTHER_ACTIONS + MUTUAL_ACTIONS:
     for i in range(num_per_class):
       k = i + action
-      name = (f'S{SETUPS[i % len(SETUPS)]:03d}C{1 + k % 3:03d}'
-              f'P{PERFORMERS[k % len(PERFORMERS)]:03d}R{1 + (i // 3) % 2:03d}A{action:03d}')
+      name = _free_name(taken, SETUPS[i % len(SETUPS)], 1 + k % 3,
+                        PERFORMERS[k % len(PERFORMERS)], 1 + (i // 3) % 2, action, num_per_class)
+      taken.add(name)
       if action in MUTUAL_ACTIONS:
         scenario = SCENARIOS[mutual % len(SCENARIOS)]
         mutual += 1
@@ -219,9 +229,23 @@ def sample_names(num_per_class: int = 4) -> list[tuple[str, str]]:
         scenario = OTHER_SCENARIOS[i % len(OTHER_SCENARIOS)]
       out.append((name, scenario))
   out.append((EMPTY_FILE_NAME, 'empty'))
-  names = [n for n, _ in out]
-  assert len(set(names)) == len(names), 'duplicate synthetic sample names'
   return out
+
+
+def _free_name(taken: set, setup: int, camera: int, performer: int, replication: int,
+               action: int, num_per_class: int) -> str:
+  side = lambda p: (p in NTU120_XSUB_TRAIN, p in NTU60_XSUB_TRAIN)
+  group = lambda s: (s % 2, s >= FIRST_SETUP_120)
+  setups = [setup] + [s for s in range(1, 33) if s != setup and group(s) == group(setup)]
+  performers = [performer] + [p for p in range(1, 107)
+                              if p != performer and side(p) == side(performer)]
+  for s in setups:
+    for p in performers:
+      name = f'S{s:03d}C{camera:03d}P{p:03d}R{replication:03d}A{action:03d}'
+      if name not in taken:
+        return name
+  raise ValueError(f'num_per_class {num_per_class}: too many files for A{action:03d} to name '
+                   'apart within its splits')
 
 
 def write_ntu_tree(root: str | os.PathLike, *, num_per_class: int = 4, seed: int = 0) -> str:

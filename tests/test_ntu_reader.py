@@ -108,6 +108,31 @@ def test_generator_is_deterministic(tmp_path, tree):
   assert tree_digest(synthetic_ntu.write_ntu_tree(tmp_path)) == tree_digest(tree)
 
 
+def test_synthetic_names_stay_apart_and_keep_their_splits():
+  """Past 41 files per class the cycled fields repeat (benchmarks/full_training.py asks for
+  100-300): names stay distinct and each file stays on its side of every split."""
+  small = synthetic_ntu.sample_names(41)
+  big = synthetic_ntu.sample_names(300)
+  names = [n for n, _ in big]
+  assert len(set(names)) == len(names) == 7 * 300 + 1
+  assert [n for n, _ in small if n in set(names)] == [n for n, _ in small]  # the first 41 kept
+  splits = (('xsub', 'ntu120'), ('xset', 'ntu120'), ('xsub', 'ntu60'), ('xview', 'ntu60'))
+  per_class = 300
+  for action_index, action in enumerate(synthetic_ntu.OTHER_ACTIONS + synthetic_ntu.MUTUAL_ACTIONS):
+    for i in range(per_class):
+      got = ntu.parse_ntu_name(names[action_index * per_class + i])
+      k = i + action
+      cycled = ntu.NtuName(synthetic_ntu.SETUPS[i % 4], 1 + k % 3,
+                           synthetic_ntu.PERFORMERS[k % 5], 1 + (i // 3) % 2, action)
+      assert (got.camera, got.replication, got.action) == (cycled.camera, cycled.replication,
+                                                           action)
+      assert (got.setup >= 18) == (cycled.setup >= 18)  # the same directory
+      for benchmark, dataset in splits:
+        assert ntu.is_train(got, benchmark, dataset) == ntu.is_train(cycled, benchmark, dataset)
+  with pytest.raises(ValueError, match='num_per_class 100000'):
+    synthetic_ntu.sample_names(100_000)
+
+
 def test_parse_raw_bodies(tmp_path):
   rng = np.random.default_rng(0)
   a, b = rng.normal(size=(2, 3, 25, 3))
