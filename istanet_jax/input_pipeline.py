@@ -13,13 +13,19 @@ This module owns the path from a prepared TFDS dataset (`skeleton` float32 (T, V
 
 `B` is the per-host batch, `batch_size // process_count`.
 
-Two back ends behind `make_iterator`, chosen by the prepared file format ('auto'):
-* 'grain': grain over ArrayRecord (`builder.as_data_source`), random access on disk. Needs
+Two back ends behind `make_iterator`, chosen by the prepared file format ('auto'), read the
+host's split into host memory when the iterator is made, trimmed to max_frames (what big_vision's
+`cache_raw` does for small data sets, and what the reference's feeders do; NTU Mutual 26 x-sub's
+13,700 training examples of at most 300 frames take at most 2.5 GB), and every batch is then
+gathered from it with numpy, one slice copy per example:
+* 'grain': grain's reader threads over ArrayRecord (`builder.as_data_source`). Needs
   tensorflow_datasets, grain and array_record but not TensorFlow.
-* 'tf': tf.data over TFRecord (`builder.as_dataset`). TFRecord has no random access, so the
-  host's shard is read once, in index order, into host memory (what big_vision's `cache_raw`
-  does for small data sets) and tf.data gathers examples from it by index. TensorFlow is
-  imported only here.
+* 'tf': tf.data over TFRecord (`builder.as_dataset`), one file at a time in index order.
+  TensorFlow is imported only here.
+Streaming each example through grain's threads (or tf.data's map) instead ran Python per
+example under the GIL: 3,574 (grain) and 2,265 (tf) NTU examples/s against 51,541 and 56,882 now
+(`python -m benchmarks.input_pipeline`, benchmarks/README.md), where a 110-epoch NTU run in 20
+minutes needs ~1,800/s of its input alone.
 
 Both back ends consume the same example order, computed here with numpy, so they deliver
 identical batches, and an iterator's state is just `{'epoch', 'step'}`. The order is that of
@@ -30,7 +36,7 @@ batches a run on one host sees (and trains to the same result):
 * evaluation: the split in index order, padded with mask=False examples to whole global
   batches, so every example is counted exactly once;
 * host h of H takes the h-th of H equal slices of every global batch (so each host reads
-  from the whole split: random access with grain; the tf back end holds the split in memory).
+  from the whole split, which it holds in memory).
 """
 
 from __future__ import annotations
@@ -39,12 +45,12 @@ import dataclasses
 import functools
 import math
 import os
-from typing import Any, Iterator, Mapping, Optional
+from typing import Iterator, Mapping, Optional
 
 import numpy as np
 
 _BACKENDS = ('auto', 'tf', 'grain')
-# Grain's MapDataset needs a finite length; this stands in for "repeat forever".
+# Stands in for "repeat forever" (a stop step that is never reached).
 _FOREVER = 2**62
 
 
@@ -114,23 +120,38 @@ class _Plan:
                          self.local_batch)[:, self.process_index].reshape(-1)
 
 
-def _padding_example(shape, max_frames: int) -> dict[str, Any]:
-  return dict(skeleton=np.zeros((max_frames, *shape), np.float32), length=np.int32(0),
-              label=np.int32(0), mask=np.bool_(False), index=np.int64(-1), sample_name='')
+@dataclasses.dataclass(frozen=True)
+class _Examples:
+  """A split in host memory: every example's frames (trimmed to max_frames) back to back."""
 
+  frames: np.ndarray   # float32 (sum of the examples' T, V, M, 3)
+  offsets: np.ndarray  # int64 (n + 1,): example i is frames[offsets[i]:offsets[i + 1]]
+  length: np.ndarray   # int32 (n,): frames that count (<= the example's T)
+  label: np.ndarray    # int32 (n,)
+  name: np.ndarray     # str (n,)
 
-def _finish_batch(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Fixed dtypes for both back ends (sample names as str whatever the back end gave)."""
-  names = batch['sample_name']
-  return dict(
-      skeleton=np.asarray(batch['skeleton'], np.float32),
-      length=np.asarray(batch['length'], np.int32),
-      label=np.asarray(batch['label'], np.int32),
-      mask=np.asarray(batch['mask'], bool),
-      index=np.asarray(batch['index'], np.int64),
-      sample_name=np.array([n.decode('utf-8') if isinstance(n, bytes) else str(n)
-                            for n in names]),
-  )
+  @classmethod
+  def gather(cls, rows: Iterator[tuple], shape: tuple, max_frames: int, where: str
+             ) -> '_Examples':
+    """From (skeleton (T, *shape), length or None, label, sample name) rows in index order;
+    `where` names the split in errors."""
+    chunks, lengths, labels, names = [], [], [], []
+    for i, (skeleton, length, label, name) in enumerate(rows):
+      name = name.decode('utf-8') if isinstance(name, bytes) else str(name)
+      skeleton = np.asarray(skeleton, np.float32)
+      _check_skeleton(skeleton, shape, f'{where}[{i}] ({name!r})')
+      skeleton = skeleton[:max_frames]
+      chunks.append(skeleton)
+      lengths.append(len(skeleton) if length is None else min(int(length), len(skeleton)))
+      labels.append(label)
+      names.append(name)
+    offsets = np.concatenate([[0], np.cumsum([len(c) for c in chunks])]).astype(np.int64)
+    frames = np.concatenate(chunks) if chunks else np.zeros((0, *shape), np.float32)
+    return cls(frames=frames, offsets=offsets, length=np.array(lengths, np.int32),
+               label=np.array(labels, np.int32), name=np.array(names, dtype=str))
+
+  def __len__(self) -> int:
+    return len(self.length)
 
 
 def _check_skeleton(skeleton: np.ndarray, shape: tuple, where: str) -> None:
@@ -139,12 +160,35 @@ def _check_skeleton(skeleton: np.ndarray, shape: tuple, where: str) -> None:
                      f'shape {skeleton.shape}')
 
 
-# --------------------------------------------------------------------------------------- grain
+def _batches(examples: _Examples, plan: _Plan, start: int, stop: int, max_frames: int
+             ) -> Iterator[dict]:
+  """The plan's batches of slots [start, stop) (multiples of the local batch), each built
+  with numpy from `examples`: no per-example Python but one slice copy per row."""
+  b = plan.local_batch
+  shape = examples.frames.shape[1:]
+  for first in range(start, stop, b):
+    epoch, offset = divmod(first, plan.per_epoch)
+    pos = plan.positions(epoch)[offset:offset + b]
+    valid = pos >= 0
+    k = np.where(valid, pos, 0)
+    skeleton = np.zeros((b, max_frames, *shape), np.float32)
+    begin, end = examples.offsets[k], examples.offsets[k + 1]
+    for row in np.flatnonzero(valid):
+      skeleton[row, :end[row] - begin[row]] = examples.frames[begin[row]:end[row]]
+    yield dict(skeleton=skeleton,
+               length=np.where(valid, examples.length[k], 0).astype(np.int32),
+               label=np.where(valid, examples.label[k], 0).astype(np.int32),
+               mask=valid,
+               index=np.where(valid, plan.lo + pos, -1).astype(np.int64),
+               sample_name=np.where(valid, examples.name[k], ''))
 
 
-def _grain_batches(builder, split, plan: _Plan, start: int, stop: int, max_frames: int,
-                   shape: tuple, num_threads: int, prefetch: int,
-                   label_key: str) -> Iterator[dict]:
+# --------------------------------------------------------------------------------- readers
+
+
+def _read_grain(builder, split: str, plan: _Plan, max_frames: int, shape: tuple,
+                num_threads: int, label_key: str) -> _Examples:
+  """The split through `builder.as_data_source` (ArrayRecord), read by grain's threads."""
   import grain  # pylint: disable=g-import-not-at-top
 
   source = builder.as_data_source(split)
@@ -152,35 +196,19 @@ def _grain_batches(builder, split, plan: _Plan, start: int, stop: int, max_frame
     raise ValueError(f'{builder.name}/{split}: data source has {len(source)} examples, expected '
                      f'at least {plan.hi}')
 
-  def load(k: int) -> dict[str, Any]:
-    pos = int(plan.positions(k // plan.per_epoch)[k % plan.per_epoch])
-    if pos < 0:
-      return _padding_example(shape, max_frames)
-    index = plan.lo + pos
+  def row(index: int) -> tuple:
     ex = source[index]
-    where = f'{builder.name}/{split}[{index}] ({ex.get("sample_name")!r})'
-    skeleton = np.asarray(ex['skeleton'], np.float32)
-    _check_skeleton(skeleton, shape, where)
-    frames = min(len(skeleton), max_frames)
-    out = np.zeros((max_frames, *shape), np.float32)
-    out[:frames] = skeleton[:frames]
-    length = min(int(ex['length']), frames) if 'length' in ex else frames
-    return dict(skeleton=out, length=np.int32(length), label=np.int32(ex[label_key]),
-                mask=np.bool_(True), index=np.int64(index), sample_name=ex['sample_name'])
+    return (ex['skeleton'], ex['length'] if 'length' in ex else None, ex[label_key],
+            ex['sample_name'])
 
-  ds = (grain.MapDataset.range(start, stop).map(load)
-        .to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
-                                           prefetch_buffer_size=prefetch * plan.local_batch))
-        .batch(plan.local_batch, drop_remainder=True))
-  for batch in ds:
-    yield _finish_batch(batch)
+  rows = (grain.MapDataset.range(plan.lo, plan.hi).map(row)
+          .to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=64)))
+  return _Examples.gather(iter(rows), shape, max_frames, f'{builder.name}/{split}')
 
 
-# ----------------------------------------------------------------------------------- tf.data
-
-
-def _tf_batches(builder, split, plan: _Plan, start: int, stop: int, max_frames: int,
-                shape: tuple, num_threads: int, prefetch: int, label_key: str) -> Iterator[dict]:
+def _read_tf(builder, split: str, plan: _Plan, max_frames: int, shape: tuple,
+             num_threads: int, label_key: str) -> _Examples:
+  """The split through tf.data (TFRecord, no random access), one file at a time in order."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   tfds = _tfds()
@@ -189,7 +217,6 @@ def _tf_batches(builder, split, plan: _Plan, start: int, stop: int, max_frames: 
   except RuntimeError:
     pass  # TF already initialised elsewhere; its device choice is not ours to change.
 
-  # Read this host's shard in index order: one file at a time (cycle length 1), no shuffling.
   read_config = tfds.ReadConfig(interleave_cycle_length=1, shuffle_seed=None)
   count = plan.hi - plan.lo
   if split in builder.info.splits.keys():
@@ -200,70 +227,18 @@ def _tf_batches(builder, split, plan: _Plan, start: int, stop: int, max_frames: 
                             read_config=read_config).skip(plan.lo).take(count)
   has_length = 'length' in builder.info.features
 
-  def trim(ex):
-    skeleton = ex['skeleton'][:max_frames]
-    frames = tf.shape(skeleton, out_type=tf.int64)[0]
-    length = tf.minimum(ex['length'], frames) if has_length else frames
-    return skeleton, length, ex[label_key], ex['sample_name']
+  def row(ex):
+    # Trimmed inside tf.data, so that the long tails never reach Python.
+    return (ex['skeleton'][:max_frames], ex['length'] if has_length else tf.constant(-1, tf.int64),
+            ex[label_key], ex['sample_name'])
 
-  chunks, lengths, labels, names = [], [], [], []
-  for i, (skeleton, length, label, name) in enumerate(ds.map(trim).as_numpy_iterator()):
-    _check_skeleton(skeleton, shape, f'{builder.name}/{split}[{plan.lo + i}] ({name!r})')
-    chunks.append(skeleton)
-    lengths.append(length)
-    labels.append(label)
-    names.append(name)
-  if len(chunks) != count:
-    raise ValueError(f'{builder.name}/{split}: read {len(chunks)} examples for shard '
+  rows = ((skeleton, length if has_length else None, label, name) for skeleton, length, label, name
+          in ds.map(row, num_parallel_calls=num_threads).as_numpy_iterator())
+  examples = _Examples.gather(rows, shape, max_frames, f'{builder.name}/{split}')
+  if len(examples) != count:
+    raise ValueError(f'{builder.name}/{split}: read {len(examples)} examples for shard '
                      f'[{plan.lo}, {plan.hi}), expected {count}')
-  frames_per = np.array([len(c) for c in chunks], np.int64)
-  offsets = np.concatenate([[0], np.cumsum(frames_per)]).astype(np.int64)
-  flat = np.concatenate(chunks) if chunks else np.zeros((0, *shape), np.float32)
-
-  # Variables, not constants: a captured constant this large would hit the 2 GB graph limit.
-  with tf.device('/CPU:0'):
-    store = dict(flat=tf.Variable(flat, trainable=False),
-                 offsets=tf.Variable(offsets, trainable=False),
-                 frames=tf.Variable(frames_per, trainable=False),
-                 length=tf.Variable(np.array(lengths, np.int64), trainable=False),
-                 label=tf.Variable(np.array(labels, np.int64), trainable=False),
-                 name=tf.Variable(np.array(names, object), dtype=tf.string, trainable=False))
-  del chunks, flat  # The variables hold the only copy from here on.
-
-  @tf.function(input_signature=[tf.TensorSpec((), tf.int64)])  # traced once, not per epoch
-  def example(pos):
-    valid = pos >= 0
-    p = tf.maximum(pos, 0)
-    begin = store['offsets'][p]
-    frames = store['frames'][p]
-    skeleton = store['flat'][begin:begin + frames]
-    skeleton = tf.pad(skeleton, [[0, max_frames - frames], [0, 0], [0, 0], [0, 0]])
-    skeleton = tf.ensure_shape(skeleton, (max_frames, *shape))
-    zero = tf.zeros((), tf.int64)
-    return dict(
-        skeleton=tf.where(valid, skeleton, tf.zeros_like(skeleton)),
-        length=tf.where(valid, store['length'][p], zero),
-        label=tf.where(valid, store['label'][p], zero),
-        mask=valid,
-        index=tf.where(valid, plan.lo + pos, -tf.ones((), tf.int64)),
-        sample_name=tf.where(valid, store['name'][p], ''))
-
-  # One dataset per epoch over its positions, so that no Python runs inside tf.data: with
-  # `from_generator`, dropping an iterator whose generator was still being pulled deadlocked
-  # (the destructor waits, holding the GIL, for a py_func that waits for the GIL), and TF
-  # wrote `tf.maximum(pos, 0)` in place into a 64-byte-aligned array it had taken without
-  # copying: padding (-1) became example 0 in the plan's cached array, which grain shares.
-  # Each epoch gets a copy, then, never the plan's array (TF 2.21).
-  first_epoch, first_pos = divmod(start, plan.per_epoch)
-  for epoch in range(first_epoch, math.ceil(stop / plan.per_epoch)):
-    begin = first_pos if epoch == first_epoch else 0
-    end = min(plan.per_epoch, stop - epoch * plan.per_epoch)
-    ds = (tf.data.Dataset.from_tensor_slices(plan.positions(epoch)[begin:end].copy())
-          .map(example, num_parallel_calls=num_threads, deterministic=True)
-          .batch(plan.local_batch, drop_remainder=True)
-          .prefetch(prefetch))
-    for batch in ds.as_numpy_iterator():
-      yield _finish_batch(batch)
+  return examples
 
 
 # -------------------------------------------------------------------------------- iterator
@@ -325,8 +300,7 @@ def make_iterator(builder_or_name, split: str, *, batch_size: int, max_frames: i
                   process_index: Optional[int] = None, process_count: Optional[int] = None,
                   num_epochs: Optional[int] = None,
                   start_state: Optional[Mapping[str, int]] = None,
-                  num_threads: Optional[int] = None, prefetch: int = 2,
-                  label_key: str = 'label') -> BatchIterator:
+                  num_threads: Optional[int] = None, label_key: str = 'label') -> BatchIterator:
   """Host batches of `split` (see the module docstring for the layout and the order).
 
   Args:
@@ -342,8 +316,8 @@ def make_iterator(builder_or_name, split: str, *, batch_size: int, max_frames: i
     num_epochs: epochs to deliver, counted from epoch 0 (a resumed iterator stops at the same
       point); None repeats forever. Defaults to 1 for eval (train=False).
     start_state: a `get_state()` result to resume from.
-    num_threads: reader threads (grain) or parallel map calls (tf); default: CPU count, <= 16.
-    prefetch: batches to read ahead.
+    num_threads: reader threads (grain) or parallel map calls (tf) of the read into memory;
+      default: CPU count, <= 16.
     label_key: the feature delivered as `label` (Assembly101: 'label' = action, 'verb', 'noun').
 
   Returns:
@@ -387,10 +361,11 @@ def make_iterator(builder_or_name, split: str, *, batch_size: int, max_frames: i
                      f'got {builder.info.features["skeleton"].shape}')
   if num_threads is None:
     num_threads = min(16, os.cpu_count() or 1)
-  read = _grain_batches if backend == 'grain' else _tf_batches
   if label_key not in builder.info.features:
     raise ValueError(f'{builder.name}: no feature {label_key!r} to use as label; it has '
                      f'{sorted(builder.info.features.keys())}')
-  batches = read(builder, split, plan, start_step * local_batch, stop_step * local_batch,
-                 max_frames, shape, num_threads, prefetch, label_key)
+  read = _read_grain if backend == 'grain' else _read_tf
+  examples = read(builder, split, plan, max_frames, shape, num_threads, label_key)
+  batches = _batches(examples, plan, start_step * local_batch, stop_step * local_batch,
+                     max_frames)
   return BatchIterator(batches, plan, start_step, stop_step, n, backend)

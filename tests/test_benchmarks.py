@@ -297,6 +297,26 @@ def test_full_training_projection_arithmetic():
                eval_samples=1)
 
 
+def test_input_pipeline_benchmark_times_both_back_ends(tmp_path, capsys):
+  """benchmarks/input_pipeline.py prepares the config's synthetic tree in both formats and
+  times each back end's train iterator on it."""
+  from benchmarks import input_pipeline as bench
+  out = tmp_path / 'pipeline.json'
+  bench.main(['--config', 'configs/demo.py:runlocal', '--num_per_class', '2', '--batch', '4',
+              '--seconds', '0.2', '--workdir', str(tmp_path / 'run'), '--out', str(out)])
+  capsys.readouterr()
+  report = json.loads(out.read_text())
+  rows = report['results']
+  assert [r['backend'] for r in rows] == ['grain', 'tf']
+  for r in rows:
+    assert r['batch'] == 4 and r['samples'] > 0 and r['samples'] % 4 == 0
+    assert r['samples_per_s'] == pytest.approx(r['samples'] / r['seconds'], rel=1e-2)
+    assert r['skeleton_shape'][0] == 4 and r['examples'] == rows[0]['examples']
+  assert sorted(os.listdir(tmp_path / 'run')) == ['data_array_record', 'data_tfrecord', 'raw']
+  with pytest.raises(SystemExit, match='--backends'):
+    bench.main(['--config', 'configs/demo.py:runlocal', '--backends', 'torch'])
+
+
 def test_full_training_runs_the_real_loop(tmp_path, capsys):
   """The benchmark drives train_and_evaluate on a synthetic tree of the config's dataset; the
   config and its overrides come as for istanet_jax.train."""
