@@ -23,7 +23,7 @@ gathered from it with numpy, one slice copy per example:
 * 'tf': tf.data over TFRecord (`builder.as_dataset`), one file at a time in index order.
   TensorFlow is imported only here.
 Streaming each example through grain's threads (or tf.data's map) instead ran Python per
-example under the GIL: 3,574 (grain) and 2,265 (tf) NTU examples/s against 51,541 and 56,882 now
+example under the GIL: 3,635 (grain) and 2,617 (tf) NTU examples/s against 61,514 and 57,267 now
 (`python -m benchmarks.input_pipeline`, benchmarks/README.md), where a 110-epoch NTU run in 20
 minutes needs ~1,800/s of its input alone.
 
