@@ -14,7 +14,8 @@ This module owns the path from a prepared TFDS dataset (`skeleton` float32 (T, V
 `B` is the per-host batch, `batch_size // process_count`.
 
 Two back ends behind `make_iterator`, chosen by the prepared file format ('auto'), read the
-host's split into host memory when the iterator is made, trimmed to max_frames (what big_vision's
+host's split into host memory (on a thread of their own, from when the iterator is made until
+its first batch), trimmed to max_frames (what big_vision's
 `cache_raw` does for small data sets, and what the reference's feeders do; NTU Mutual 26 x-sub's
 13,700 training examples of at most 300 frames take at most 2.5 GB), and every batch is then
 gathered from it with numpy, one slice copy per example:
@@ -41,11 +42,12 @@ batches a run on one host sees (and trains to the same result):
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import math
 import os
-from typing import Iterator, Mapping, Optional
+from typing import Callable, Iterator, Mapping, Optional
 
 import numpy as np
 
@@ -160,10 +162,12 @@ def _check_skeleton(skeleton: np.ndarray, shape: tuple, where: str) -> None:
                      f'shape {skeleton.shape}')
 
 
-def _batches(examples: _Examples, plan: _Plan, start: int, stop: int, max_frames: int
-             ) -> Iterator[dict]:
+def _batches(read: Callable[[], _Examples], plan: _Plan, start: int, stop: int,
+             max_frames: int) -> Iterator[dict]:
   """The plan's batches of slots [start, stop) (multiples of the local batch), each built
-  with numpy from `examples`: no per-example Python but one slice copy per row."""
+  with numpy from the examples `read()` gives: no per-example Python but one slice copy per
+  row."""
+  examples = read()
   b = plan.local_batch
   shape = examples.frames.shape[1:]
   for first in range(start, stop, b):
@@ -365,7 +369,11 @@ def make_iterator(builder_or_name, split: str, *, batch_size: int, max_frames: i
     raise ValueError(f'{builder.name}: no feature {label_key!r} to use as label; it has '
                      f'{sorted(builder.info.features.keys())}')
   read = _read_grain if backend == 'grain' else _read_tf
-  examples = read(builder, split, plan, max_frames, shape, num_threads, label_key)
-  batches = _batches(examples, plan, start_step * local_batch, stop_step * local_batch,
+  # The split is read on a thread of its own from here, while the caller goes on (training
+  # initialises and compiles); the first batch waits for it, and a read error is raised there.
+  pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='istanet-read')
+  examples = pool.submit(read, builder, split, plan, max_frames, shape, num_threads, label_key)
+  pool.shutdown(wait=False)  # the read goes on; the thread ends with it
+  batches = _batches(examples.result, plan, start_step * local_batch, stop_step * local_batch,
                      max_frames)
   return BatchIterator(batches, plan, start_step, stop_step, n, backend)

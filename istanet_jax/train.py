@@ -224,25 +224,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # (NTU: 7.6-12.9 s, `python -m benchmarks.first_step`).
   base_key = jax.random.key(config.seed)
   restored = last.restore_latest(checkpoints.abstract_like(jax.eval_shape(init_state, base_key)))
-  if restored is None:
-    state = init_state(base_key)
-  else:
+  if restored is not None:
     state, meta, at = restored
     _say(f'Resuming from {last.directory}/{at}: epoch {meta["epoch"]} done, '
          f'best top-1 {meta["best_top1"]:.4f}')
+  # The iterator reads the split into memory on a thread of its own: first, so that the read
+  # overlaps the initialiser's compilation.
+  train_iter = input_pipeline.make_iterator(
+      config.dataset, config.train_split, batch_size=config.batch_size, train=True,
+      seed=config.seed, start_state=meta['data_state'], **_data_kwargs(config))
+  if restored is None:
+    state = init_state(base_key)
   start_epoch = int(meta['epoch'])
   writer = MetricWriter(workdir, keep_until_epoch=start_epoch if restored else None,
                         enabled=jax.process_index() == 0)
 
-  train_iter = input_pipeline.make_iterator(
-      config.dataset, config.train_split, batch_size=config.batch_size, train=True,
-      seed=config.seed, start_state=meta['data_state'], **_data_kwargs(config))
-
   end_epoch = config.num_epoch
   if stop_after_epochs is not None:
     end_epoch = min(end_epoch, start_epoch + stop_after_epochs)
-  # One eval iterator for the run, a pass per evaluation: the tf.data back end reads the whole
-  # split into memory when an iterator starts, which each evaluation would otherwise repeat.
+  # One eval iterator for the run, a pass per evaluation: an iterator reads the whole split
+  # into memory when it starts, which each evaluation would otherwise repeat.
   eval_iter = None
   summary = {'epochs_run': 0, 'resumed_from_epoch': start_epoch if restored else None}
   compiled_by_first_epoch = None

@@ -237,6 +237,31 @@ def test_tf_back_end_runs_no_python_and_leaves_the_plan_intact(builders, monkeyp
     assert (b['index'][~b['mask']] == -1).all() and not b['skeleton'][~b['mask']].any()
 
 
+def test_split_is_read_while_the_caller_goes_on(builders, monkeypatch):
+  """make_iterator returns before the split is read (training compiles meanwhile); the first
+  batch waits for the read, and a failed read raises there."""
+  import threading  # pylint: disable=g-import-not-at-top
+  read, release = ip._read_grain, threading.Event()  # pylint: disable=protected-access
+
+  def slow_read(*args):
+    assert release.wait(timeout=60)
+    return read(*args)
+
+  monkeypatch.setattr(ip, '_read_grain', slow_read)
+  it = _iter(builders, 'grain', 'test', batch_size=4)
+  assert it.steps_per_epoch == 4  # made while the read still waits
+  release.set()
+  _check_content(next(it), 'test', builders['grain'].as_data_source('test'))
+
+  def failed_read(*args):
+    raise ValueError('tiny_skeleton/test[3]: field skeleton must be ...')
+
+  monkeypatch.setattr(ip, '_read_grain', failed_read)
+  it = _iter(builders, 'grain', 'test', batch_size=4)
+  with pytest.raises(ValueError, match=r'test\[3\]'):
+    next(it)
+
+
 @pytest.mark.parametrize('backend', ['tf', 'grain'])
 def test_resume_from_state_gives_same_batches(builders, backend):
   full_it = _iter(builders, backend, num_epochs=3, seed=5)
