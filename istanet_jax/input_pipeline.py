@@ -23,8 +23,8 @@ gathered from it with numpy, one slice copy per example:
   tensorflow_datasets, grain and array_record but not TensorFlow.
 * 'tf': tf.data over TFRecord (`builder.as_dataset`), one file at a time in index order.
   TensorFlow is imported only here.
-Before, grain streamed every example through Python under the GIL (as fast with 1 thread as
-with 4) and tf.data gathered each example by a map over the split held in TensorFlow: 3,635
+Before, grain streamed every example through Python under the GIL (no faster with 4 threads
+than with 1) and tf.data gathered each example by a map over the split held in TensorFlow: 3,635
 (grain) and 2,617 (tf) NTU examples/s against 61,514 and 57,267 now (`python -m
 benchmarks.input_pipeline`, benchmarks/README.md), where a 110-epoch NTU run in 20
 minutes needs ~1,800/s of its input alone.
