@@ -3,12 +3,16 @@
 # Prepare here first (benchmarks/gpu_prepare.sh), then one device run:
 #   carry [".whl", ".ref"], command `bash benchmarks/gpu_suite.sh all`, timeout 540
 # `all` runs the parts below in the order of the rows they settle (reference, autocast, full,
-# sweep), trimmed to fit a session's 15 device minutes: no eval rows, the full run on 100 files
-# per class and 3 epochs, the sweep at 128,256; each part gets what is left of BUDGET_S
+# sweep, sweep_xla), trimmed to fit a session's 15 device minutes: no eval rows, the full run on
+# 100 files per class and 3 epochs, the sweep at 128,256, sweep_xla at 128 (SWEEP_XLA); each
+# part gets what is left of BUDGET_S
 # (default 450 s; PARTS picks others), and a part that overruns is stopped, not the rest.
 # Each JSON lands in $OUT as its part ends, so a cut-off call still returns those before.
 # Parts (results land in $OUT, then go to benchmarks/results/):
 #   sweep      ours, bf16: train samples/s and MFU for batches $SWEEP, eval at 256 and 1
+#   sweep_xla  the same with conv_algorithm=xla (the 1-D convolutions as XLA convolutions, cuDNN
+#              on a GPU) instead of the shifted-copy matmuls made for XLA:CPU: which the GPU
+#              configs should use; rows are written as they end
 #   reference  ours bf16 vs the reference as it trains (float32, main.py's cuDNN settings),
 #              with a logits check first (ours on the reference's weights, on the GPU)
 #   autocast   ours bf16 vs the reference under autocast bf16 + channels_last_3d + autotuned cuDNN
@@ -25,7 +29,7 @@
 # A persistent compilation cache in /tmp/jax_cache serves later parts while the machine is warm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-part=${1:?usage: gpu_suite.sh all|reference|autocast|full|sweep}
+part=${1:?usage: gpu_suite.sh all|reference|autocast|full|sweep|sweep_xla}
 out=${OUT:-/tmp/gpu_suite_out}
 mkdir -p "$out"
 # The device image lacks these; where they are installed (a CPU smoke run) the wheels are not used.
@@ -45,11 +49,13 @@ log="$out/$part.log"
 {
   nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv || true
   case "$part" in
-    sweep)
+    sweep|sweep_xla)
+      algorithm=${CONV_ALGORITHM:-matmul}
+      [[ $part == sweep_xla ]] && algorithm=xla
       python3 -m benchmarks.throughput --model "$model" --dtype bfloat16 \
         --batch "${SWEEP:-32,64,128,256}" --eval_batches "${EVAL-256,1}" --steps "$steps" --warmup 2 \
-        --conv_algorithm "${CONV_ALGORITHM:-matmul}" \
-        --peak_tflops "$peak" --out "$out/gpu_${model}_bf16_sweep_${CONV_ALGORITHM:-matmul}.json" ;;
+        --conv_algorithm "$algorithm" \
+        --peak_tflops "$peak" --out "$out/gpu_${model}_bf16_sweep_${algorithm}.json" ;;
     reference)
       python3 -m benchmarks.compare_reference --reference_dir "$ref" --model "$model" \
         --batch "$batch" --eval_batches "${REF_EVAL-$batch,1}" --steps "$steps" --warmup 2 \
@@ -71,14 +77,16 @@ log="$out/$part.log"
         --out "$out/gpu_${model}_full_training.json" ;;
     all)
       budget=${BUDGET_S:-450}
-      for p in ${PARTS:-reference autocast full sweep}; do
+      for p in ${PARTS:-reference autocast full sweep sweep_xla}; do
         left=$((budget - SECONDS))
         if ((left < 60)); then
           echo "== all: $p skipped, ${left} s of BUDGET_S=$budget left"; continue
         fi
         echo "== all: $p (${left} s left)"
+        sweep=${SWEEP:-128,256}
+        [[ $p == sweep_xla ]] && sweep=${SWEEP_XLA:-128}
         REF_EVAL=${REF_EVAL-} NUM_PER_CLASS=${NUM_PER_CLASS:-100} EPOCHS=${EPOCHS:-3} \
-          SWEEP=${SWEEP:-128,256} EVAL=${EVAL-} \
+          SWEEP=$sweep EVAL=${EVAL-} \
           timeout --kill-after=10 "$left" bash "$0" "$p" > /dev/null \
           || { echo "== all: $p stopped (exit $?)"; tail -n 15 "$out/$p.log" 2>/dev/null || true; }
       done ;;

@@ -328,19 +328,27 @@ def unless_out_of_memory(kind: str, batch: int, measure: Callable[[], dict]) -> 
 def run(model_name: str, *, train_batches: list[int], eval_batches: list[int], dtype: str,
         steps: int, warmup: int, peak_tflops: Optional[float],
         conv_algorithm: str = 'winograd', bn_group_size: Optional[int] = None,
-        microbatches: int = 1) -> dict:
+        microbatches: int = 1, on_row: Optional[Callable[[dict], None]] = None) -> dict:
+  """Train rows, then eval rows; `on_row(report so far)` after each, so that a run stopped
+  by a time limit (a device call) keeps the rows it finished."""
   model = make_model(model_name, dtype, conv_algorithm, bn_group_size)
   results = []
-  for b in train_batches:
-    results.append(unless_out_of_memory('train', b, lambda b=b: bench_train(
-        model, b, steps=steps, warmup=warmup, peak_tflops=peak_tflops,
-        microbatches=microbatches)))
-  for b in eval_batches:
-    results.append(unless_out_of_memory('eval', b, lambda b=b: bench_eval(
-        model, b, steps=steps, warmup=warmup, peak_tflops=peak_tflops)))
-  return dict(framework='jax', model=model_name, dtype=dtype, conv_algorithm=conv_algorithm,
-              bn_group_size=bn_group_size, peak_tflops=peak_tflops,
-              results=results, memory=_peak_memory(), environment=environment())
+  report = lambda: dict(framework='jax', model=model_name, dtype=dtype,
+                        conv_algorithm=conv_algorithm, bn_group_size=bn_group_size,
+                        peak_tflops=peak_tflops, results=list(results), memory=_peak_memory(),
+                        environment=environment())
+  rows = [('train', b, lambda b=b: bench_train(model, b, steps=steps, warmup=warmup,
+                                               peak_tflops=peak_tflops,
+                                               microbatches=microbatches))
+          for b in train_batches]
+  rows += [('eval', b, lambda b=b: bench_eval(model, b, steps=steps, warmup=warmup,
+                                             peak_tflops=peak_tflops))
+           for b in eval_batches]
+  for kind, b, measure in rows:
+    results.append(unless_out_of_memory(kind, b, measure))
+    if on_row is not None:
+      on_row(report())
+  return report()
 
 
 # Dense (no sparsity) tensor-core peaks in TFLOP/s by compute dtype, from NVIDIA's data
@@ -383,12 +391,17 @@ def parse_batches(text: str) -> list[int]:
 
 def write_report(report: dict, out: Optional[str]) -> None:
   """Prints the report as JSON and, with `out`, writes it there."""
-  text = json.dumps(report, indent=2)
-  print(text)
+  print(json.dumps(report, indent=2))
   if out:
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, 'w') as f:
-      f.write(text + '\n')
+    save_report(report, out)
+
+
+def save_report(report: dict, out: str) -> None:
+  """Writes the report to `out` whole or not at all (a reader never sees half a file)."""
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  with open(out + '.tmp', 'w') as f:
+    f.write(json.dumps(report, indent=2) + '\n')
+  os.replace(out + '.tmp', out)
 
 
 def main(argv=None):
@@ -416,7 +429,8 @@ def main(argv=None):
                eval_batches=parse_batches(args.eval_batches), dtype=args.dtype, steps=args.steps,
                warmup=args.warmup, peak_tflops=resolve_peak(args.peak_tflops, args.dtype),
                conv_algorithm=args.conv_algorithm, bn_group_size=args.bn_group_size,
-               microbatches=args.microbatches)
+               microbatches=args.microbatches,
+               on_row=(lambda partial: save_report(partial, args.out)) if args.out else None)
   report['load_average'] = dict(before=load_before, after=load_average())
   write_report(report, args.out)
 

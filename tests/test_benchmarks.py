@@ -80,6 +80,27 @@ def test_a_batch_out_of_device_memory_costs_only_its_row():
     throughput.unless_out_of_memory('train', 2, other_failure)
 
 
+def test_throughput_keeps_the_rows_of_a_run_cut_off(tmp_path, capsys, monkeypatch):
+  """Each row is written as it ends: a part that a device call's time limit stops (a sweep's
+  second batch) still returns the rows before."""
+  bench_train = throughput.bench_train
+
+  def second_batch_never_ends(model, batch, **kwargs):
+    if batch == 3:
+      raise KeyboardInterrupt  # what `timeout` leaves of the process, for this test
+    return bench_train(model, batch, **kwargs)
+
+  monkeypatch.setattr(throughput, 'bench_train', second_batch_never_ends)
+  out = tmp_path / 'cut.json'
+  with pytest.raises(KeyboardInterrupt):
+    throughput.main(['--model', 'small', '--batch', '2,3', '--eval_batches', '', '--steps', '1',
+                     '--warmup', '0', '--out', str(out)])
+  capsys.readouterr()
+  report = json.loads(out.read_text())
+  assert [(r['kind'], r['batch']) for r in report['results']] == [('train', 2)]
+  assert report['results'][0]['samples_per_s'] > 0 and not (tmp_path / 'cut.json.tmp').exists()
+
+
 def test_throughput_microbatches_count_every_microbatch(tmp_path, capsys):
   """`--microbatches 2` (ghost BatchNorm groups of 2) runs the step as a loop over two halves;
   its FLOPs are the whole batch's (XLA counts a loop body once), as without the split."""
@@ -381,8 +402,8 @@ def test_gpu_suite_script_runs_a_part(tmp_path):
   import pathlib
   import subprocess
   repo = pathlib.Path(__file__).resolve().parents[1]
-  env = dict(os.environ, OUT=str(tmp_path), MODEL='small', PEAK='1', SWEEP='2', EVAL='2',
-             STEPS='1', PARTS='nonsense sweep')
+  env = dict(os.environ, OUT=str(tmp_path), MODEL='small', PEAK='1', SWEEP='2', SWEEP_XLA='2',
+             EVAL='2', STEPS='1', PARTS='nonsense sweep sweep_xla')
   env.pop('XLA_FLAGS', None)  # one CPU device, as a plain process has
   proc = subprocess.run(['bash', str(repo / 'benchmarks' / 'gpu_suite.sh'), 'all'], cwd=repo,
                         env=env, capture_output=True, text=True, timeout=300)
@@ -397,10 +418,16 @@ def test_gpu_suite_script_runs_a_part(tmp_path):
   ops = report['results'][0]['matmul_ops']
   assert next(iter(ops)) == 'dot bf16,bf16->f32' and not [k for k in ops if k.endswith('bf16')]
   assert ops['dot bf16,bf16->f32'] > 3 * ops.get('dot f32,f32->f32', 0), ops
-  tail = proc.stdout.strip().splitlines()[-4:]
-  assert tail[0] == '== gpu_small_bf16_sweep_matmul.json' and tail[1].startswith('train b2')
-  assert tail[3].startswith('train matmuls: ') and 'dot bf16,bf16->f32' in tail[3]
-  assert (tmp_path / 'sweep.log').exists()
+  lines = proc.stdout.strip().splitlines()
+  at = lines.index('== gpu_small_bf16_sweep_matmul.json')
+  assert lines[at + 1].startswith('train b2')
+  assert lines[at + 3].startswith('train matmuls: ') and 'dot bf16,bf16->f32' in lines[at + 3]
+  assert (tmp_path / 'sweep.log').exists() and (tmp_path / 'sweep_xla.log').exists()
+  # sweep_xla: the same sweep with the 1-D convolutions as XLA convolutions, at SWEEP_XLA.
+  xla = json.loads((tmp_path / 'gpu_small_bf16_sweep_xla.json').read_text())
+  assert xla['conv_algorithm'] == 'xla' and report['conv_algorithm'] == 'matmul'
+  assert [(r['kind'], r['batch']) for r in xla['results']] == [('train', 2), ('eval', 2)]
+  assert lines[-4] == '== gpu_small_bf16_sweep_xla.json' and lines[-3].startswith('train b2')
   bad = subprocess.run(['bash', str(repo / 'benchmarks' / 'gpu_suite.sh'), 'nonsense'],
                        cwd=repo, env=env, capture_output=True, text=True, timeout=120)
   assert bad.returncode != 0 and 'unknown part nonsense' in bad.stdout + bad.stderr
