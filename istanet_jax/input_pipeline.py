@@ -233,12 +233,11 @@ def _read_tf(builder, split: str, plan: _Plan, max_frames: int, shape: tuple,
   has_length = 'length' in builder.info.features
 
   def row(ex):
-    # Trimmed inside tf.data, so that the long tails never reach Python.
-    return (ex['skeleton'][:max_frames], ex['length'] if has_length else tf.constant(-1, tf.int64),
-            ex[label_key], ex['sample_name'])
+    skeleton = ex['skeleton'][:max_frames]  # trimmed inside tf.data: long tails stay out of Python
+    length = ex['length'] if has_length else tf.shape(skeleton, out_type=tf.int64)[0]
+    return skeleton, length, ex[label_key], ex['sample_name']
 
-  rows = ((skeleton, length if has_length else None, label, name) for skeleton, length, label, name
-          in ds.map(row, num_parallel_calls=num_threads).as_numpy_iterator())
+  rows = ds.map(row, num_parallel_calls=num_threads).as_numpy_iterator()
   examples = _Examples.gather(rows, shape, max_frames, f'{builder.name}/{split}')
   if len(examples) != count:
     raise ValueError(f'{builder.name}/{split}: read {len(examples)} examples for shard '
