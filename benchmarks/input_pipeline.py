@@ -26,15 +26,14 @@ if __package__ in (None, ''):
 FORMATS = {'grain': 'array_record', 'tf': 'tfrecord'}
 
 
-def measure(config, backend: str, batch: int, seconds: float, num_threads: int | None) -> dict:
+def measure(config, batch: int, seconds: float, num_threads: int | None) -> dict:
   """Make the train iterator of the prepared `config.dataset`, then pull batches for `seconds`."""
   from istanet_jax import input_pipeline, train  # pylint: disable=import-outside-toplevel
   start = time.perf_counter()
+  # The data keywords as training passes them (data_dir, back end, max_frames, label_key).
   it = input_pipeline.make_iterator(config.dataset, config.train_split, batch_size=batch,
-                                    train=True, seed=0, num_epochs=None, backend=backend,
-                                    num_threads=num_threads, data_dir=config.data_dir,
-                                    max_frames=config.max_frames,
-                                    label_key=config.get('label_key', 'label'))
+                                    train=True, seed=0, num_epochs=None, num_threads=num_threads,
+                                    **train._data_kwargs(config))  # pylint: disable=protected-access
   first = next(it)
   make_s = time.perf_counter() - start
   samples, start = 0, time.perf_counter()
@@ -44,7 +43,7 @@ def measure(config, backend: str, batch: int, seconds: float, num_threads: int |
     # pages until then).
     got['skeleton'].sum()
     samples += len(got['label'])
-  return dict(backend=backend, batch=batch, examples=it.num_examples,
+  return dict(backend=it.backend, batch=batch, examples=it.num_examples,
               steps_per_epoch=it.steps_per_epoch, num_threads=num_threads,
               make_and_first_batch_s=round(make_s, 3), samples=samples,
               seconds=round(elapsed, 3), samples_per_s=round(samples / elapsed, 1),
@@ -62,10 +61,10 @@ def run(config_spec: str, workdir: str, *, num_per_class: int, batch: int, secon
     config.update(dict(synthetic_raw=synthetic_kind(config.dataset),
                        manual_dir=os.path.join(workdir, 'raw'),
                        data_dir=os.path.join(workdir, f'data_{FORMATS[backend]}'),
-                       prepare_file_format=FORMATS[backend]))
+                       prepare_file_format=FORMATS[backend], data_backend=backend))
     config.synthetic_options.num_per_class = num_per_class
     config = train.resolve_data(config, workdir)
-    rows.append(measure(config, backend, batch, seconds, num_threads))
+    rows.append(measure(config, batch, seconds, num_threads))
   return rows
 
 

@@ -316,7 +316,7 @@ def configure_host(args) -> None:
 
 def unless_out_of_memory(kind: str, batch: int, measure: Callable[[], dict]) -> dict:
   """measure(), or where the device runs out of memory a row saying so: a sweep's largest
-  batch must not cost the rows measured before it (they are written at the end)."""
+  batch must not end the run, whose eval rows come after it."""
   try:
     return measure()
   except jax.errors.JaxRuntimeError as e:
