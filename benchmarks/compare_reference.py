@@ -171,7 +171,7 @@ def run_interleaved(reference_dir: str, model_name: str, *, train_batch: Optiona
                     reference_device: str = 'cpu', reference_channels_last: bool = False,
                     reference_cudnn: str = 'main_py', peak_tflops: Optional[float] = None,
                     conv_algorithm: str = 'winograd', reference_process: str = 'separate',
-                    alternate: str = 'steps') -> tuple:
+                    alternate: str = 'steps', matmul_outputs: str = 'auto') -> tuple:
   """(ours, reference) reports; each timed step of one alternates with one of the other.
 
   On a shared machine both then see the same background load, so the ratios hold even when
@@ -191,7 +191,8 @@ def run_interleaved(reference_dir: str, model_name: str, *, train_batch: Optiona
   ref_kwargs = dict(train_batch=train_batch, eval_batches=eval_batches, threads=threads,
                     autocast=reference_autocast, device=reference_device,
                     channels_last=reference_channels_last, cudnn=reference_cudnn)
-  model = throughput.make_model(model_name, dtype, conv_algorithm)
+  from istanet_jax import model as model_lib  # pylint: disable=import-outside-toplevel
+  model = throughput.make_model(model_name, dtype, conv_algorithm, matmul_outputs=matmul_outputs)
   ours, ref = [], []
   with contextlib.ExitStack() as stack:
     if reference_process == 'separate':
@@ -229,7 +230,8 @@ def run_interleaved(reference_dir: str, model_name: str, *, train_batch: Optiona
       if flops is not None and peak_tflops:  # same model, same FLOPs
         ref[-1]['mfu'] = flops / ref[-1]['median_step_s'] / (peak_tflops * 1e12)
   ours_report = dict(framework='jax', model=model_name, dtype=dtype,
-                     conv_algorithm=conv_algorithm, results=ours,
+                     conv_algorithm=conv_algorithm,
+                     matmul_outputs=model_lib.resolve_matmul_outputs(matmul_outputs), results=ours,
                      memory=throughput._peak_memory(),  # pylint: disable=protected-access
                      environment=throughput.environment())
   ref_report = dict(framework='pytorch', torch=torch.__version__, process=reference_process,
@@ -385,6 +387,7 @@ def main(argv=None):
                               reference_cudnn=args.reference_cudnn,
                               peak_tflops=throughput.resolve_peak(args.peak_tflops, args.dtype),
                               conv_algorithm=args.conv_algorithm,
+                              matmul_outputs=args.matmul_outputs,
                               reference_process=args.reference_process,
                               alternate=args.alternate)
   # Other jobs on a shared machine slow both sides alike (their steps alternate), not the ratios.

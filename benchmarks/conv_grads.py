@@ -43,12 +43,14 @@ def measure(name: str, *, batch: int, dtype, algorithm: str, repeats: int) -> di
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(batch, TOKENS, FRAMES, ENTITIES, cin)), dtype)
   w = jnp.asarray(rng.normal(size=(k, cin, cout)) / np.sqrt(k * cin), dtype)
-  dy = jnp.asarray(rng.normal(size=(batch, TOKENS, FRAMES, ENTITIES, cout)), jnp.float32)
   # pylint: disable=protected-access
+  # The products the model takes on this platform (float32 on the CPU, bf16 on a GPU).
+  acc = model_lib._accumulation(dtype, model_lib.resolve_matmul_outputs('auto'))
+  dy = jnp.asarray(rng.normal(size=(batch, TOKENS, FRAMES, ENTITIES, cout)), acc or dtype)
   if algorithm == 'winograd':
     conv = lambda x, w: model_lib._winograd_conv(x, w, axis, None)
   else:
-    conv = lambda x, w: model_lib._conv_along(x, w, axis, None, algorithm)
+    conv = lambda x, w: model_lib._conv_along(x, w, axis, None, algorithm, acc)
   # pylint: enable=protected-access
   grads = lambda x, w, dy: jax.vjp(conv, x, w)[1](dy)
   ops = {'forward': (jax.jit(conv), (x, w)),

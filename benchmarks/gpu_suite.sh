@@ -25,7 +25,9 @@
 # REF_EVAL (eval batches of the side by side runs, default BATCH,1), BUDGET_S, PARTS (`all`).
 # CONV_ALGORITHM=xla: the sweep with the 1-D convolutions' gradients by autodiff (cuDNN) instead
 # of the shifted-copy matmuls made for XLA:CPU (then FULL_SET=conv_algorithm=xla for the full
-# run). bf16 compute, which every part uses, takes 'matmul' where 'winograd' is asked for.
+# run). bf16 compute, which every part uses, takes 'matmul' where 'winograd' is asked for, and
+# bf16 products on a GPU (matmul_outputs 'auto'; MATMUL_OUTPUTS=float32 sweeps the float32 ones
+# for comparison; benchmarks/gpu_compile.py projects both).
 # A persistent compilation cache in /tmp/jax_cache serves later parts while the machine is warm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,7 +56,7 @@ log="$out/$part.log"
       [[ $part == sweep_xla ]] && algorithm=xla
       python3 -m benchmarks.throughput --model "$model" --dtype bfloat16 \
         --batch "${SWEEP:-32,64,128,256}" --eval_batches "${EVAL-256,1}" --steps "$steps" --warmup 2 \
-        --conv_algorithm "$algorithm" \
+        --conv_algorithm "$algorithm" --matmul_outputs "${MATMUL_OUTPUTS:-auto}" \
         --peak_tflops "$peak" --out "$out/gpu_${model}_bf16_sweep_${algorithm}.json" ;;
     reference)
       python3 -m benchmarks.compare_reference --reference_dir "$ref" --model "$model" \

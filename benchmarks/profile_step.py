@@ -33,42 +33,64 @@ if __package__ in (None, ''):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _TRACEME_FLAG = '--xla_cpu_enable_xprof_traceme=true'
-_INSTRUCTION = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*.*?\s([a-z][\w\-]*)\((.*)$')
+_INSTRUCTION = re.compile(
+    r'^\s*(ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s([a-z][\w\-]*)\((.*)$')
+# Long tuples carry these comments; the one in an ENTRY header has an '=' that would make the
+# header look like an instruction.
+_INDEX_COMMENT = re.compile(r'/\*index=\d+\*/')
 _CALLS = re.compile(r'calls=%?([\w.\-]+)')
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _COMPUTATION = re.compile(r'^\s*(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$')
-_RESULT_DTYPE = re.compile(r'=\s*\(?([a-z]\w*)\[')  # a tuple result: its first element's
+_RESULT_DTYPE = re.compile(r'^\(?([a-z]\w*)\[')  # a tuple result: its first element's
 _OPERAND = re.compile(r'%([\w.\-]+)')
 _TARGET = re.compile(r'custom_call_target="([^"]+)"')
 _GEMM_OPS = {'dot', 'convolution'}
 
 # One instruction of compiled HLO text: operands are instruction names; target is a
-# custom call's.
-Instruction = collections.namedtuple('Instruction',
-                                     'opcode op_name calls dtype operands target')
+# custom call's; shape is the result's type as printed ('f32[8,4]{1,0}', or a tuple's
+# '(f32[8]{0}, s8[64]{0})'); attributes is the text after the operand list; parameter is a
+# parameter's number (else None).
+Instruction = collections.namedtuple(
+    'Instruction', 'opcode op_name calls dtype operands target shape attributes parameter',
+    defaults=('', '', None))
 _UNKNOWN = Instruction('unknown', '', [], '', [], '')
 
 
 def parse_hlo(text: str) -> dict:
-  """{instruction name: Instruction} and {computation: opcodes inside}."""
+  """{instruction name: Instruction}, {computation: opcodes inside}, {computation: its
+  instruction names in order}, {computation: its ROOT's name} and the ENTRY computation's name.
+
+  Instruction names are unique in a module, so one dict serves all computations.
+  """
   instructions, computations, current = {}, collections.defaultdict(set), None
+  members, roots, entry = collections.defaultdict(list), {}, None
   for line in text.splitlines():
+    line = _INDEX_COMMENT.sub('', line)
     header = _COMPUTATION.match(line)
     if header and '=' not in line.split('{')[0]:
       current = header.group(1)
+      if line.lstrip().startswith('ENTRY'):
+        entry = current
       continue
     m = _INSTRUCTION.match(line)
     if not m:
       continue
-    name, opcode, rest = m.groups()
-    op_name, dtype, target = _OP_NAME.search(rest), _RESULT_DTYPE.search(line), _TARGET.search(rest)
+    root, name, shape, opcode, rest = m.groups()
+    arguments, _, attributes = rest.partition(')')
+    op_name, dtype, target = (_OP_NAME.search(attributes), _RESULT_DTYPE.search(shape),
+                              _TARGET.search(attributes))
     instructions[name] = Instruction(
-        opcode, op_name.group(1) if op_name else '', _CALLS.findall(rest),
-        dtype.group(1) if dtype else '', _OPERAND.findall(rest.split(')', 1)[0]),
-        target.group(1) if target else '')
+        opcode, op_name.group(1) if op_name else '', _CALLS.findall(attributes),
+        dtype.group(1) if dtype else '', _OPERAND.findall(arguments),
+        target.group(1) if target else '', shape, attributes,
+        int(arguments) if opcode == 'parameter' and arguments.strip().isdigit() else None)
     if current:
       computations[current].add(opcode)
-  return dict(instructions=instructions, computations=computations)
+      members[current].append(name)
+      if root:
+        roots[current] = name
+  return dict(instructions=instructions, computations=computations, members=dict(members),
+              roots=roots, entry=entry)
 
 
 def category(name: str, hlo: dict) -> str:

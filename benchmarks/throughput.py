@@ -78,17 +78,23 @@ COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}  # --dtype -> the m
 
 
 def add_conv_algorithm_flag(parser) -> None:
+  """--conv_algorithm and --matmul_outputs: the model's options for how it multiplies."""
   from istanet_jax import model as model_lib
   parser.add_argument('--conv_algorithm', default='winograd', choices=model_lib.CONV_ALGORITHMS,
                       help='how the 1-D convolutions run (istanet_jax/model.py CONV_ALGORITHMS)')
+  parser.add_argument('--matmul_outputs', default='auto', choices=model_lib.MATMUL_OUTPUTS,
+                      help='bf16 products in float32 or the compute dtype (auto: by platform; '
+                      'istanet_jax/model.py resolve_matmul_outputs)')
 
 
 def make_model(name: str, dtype: str = 'float32', conv_algorithm: str = 'winograd',
-               bn_group_size: Optional[int] = None):
+               bn_group_size: Optional[int] = None, matmul_outputs: Optional[str] = None):
+  """The named model; `matmul_outputs` None keeps the model's default ('auto')."""
   from istanet_jax import torch_compat
+  extra = {} if matmul_outputs is None else dict(matmul_outputs=matmul_outputs)
   return torch_compat.model_from_reference_args(_model_args(name), dtype=COMPUTE_DTYPES[dtype],
                                                 conv_algorithm=conv_algorithm,
-                                                bn_group_size=bn_group_size)
+                                                bn_group_size=bn_group_size, **extra)
 
 
 def make_steps(model, batch: int, *, lr: float = 0.1, weight_decay: float = 4e-4, seed: int = 0,
@@ -328,13 +334,16 @@ def unless_out_of_memory(kind: str, batch: int, measure: Callable[[], dict]) -> 
 def run(model_name: str, *, train_batches: list[int], eval_batches: list[int], dtype: str,
         steps: int, warmup: int, peak_tflops: Optional[float],
         conv_algorithm: str = 'winograd', bn_group_size: Optional[int] = None,
-        microbatches: int = 1, on_row: Optional[Callable[[dict], None]] = None) -> dict:
+        microbatches: int = 1, on_row: Optional[Callable[[dict], None]] = None,
+        matmul_outputs: str = 'auto') -> dict:
   """Train rows, then eval rows; `on_row(report so far)` after each, so that a run stopped
   by a time limit (a device call) keeps the rows it finished."""
-  model = make_model(model_name, dtype, conv_algorithm, bn_group_size)
+  from istanet_jax import model as model_lib
+  model = make_model(model_name, dtype, conv_algorithm, bn_group_size, matmul_outputs)
   results = []
   report = lambda: dict(framework='jax', model=model_name, dtype=dtype,
                         conv_algorithm=conv_algorithm, bn_group_size=bn_group_size,
+                        matmul_outputs=model_lib.resolve_matmul_outputs(matmul_outputs),
                         peak_tflops=peak_tflops, results=list(results), memory=_peak_memory(),
                         environment=environment())
   rows = [('train', b, lambda b=b: bench_train(model, b, steps=steps, warmup=warmup,
@@ -429,7 +438,7 @@ def main(argv=None):
                eval_batches=parse_batches(args.eval_batches), dtype=args.dtype, steps=args.steps,
                warmup=args.warmup, peak_tflops=resolve_peak(args.peak_tflops, args.dtype),
                conv_algorithm=args.conv_algorithm, bn_group_size=args.bn_group_size,
-               microbatches=args.microbatches,
+               microbatches=args.microbatches, matmul_outputs=args.matmul_outputs,
                on_row=(lambda partial: save_report(partial, args.out)) if args.out else None)
   report['load_average'] = dict(before=load_before, after=load_average())
   write_report(report, args.out)

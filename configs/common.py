@@ -100,6 +100,10 @@ def base_config() -> ml_collections.ConfigDict:
   # (direct, the reference's arithmetic; shifted-copy gradients made for XLA:CPU) or 'xla'
   # (direct, autodiff of the convolution: cuDNN on a GPU).
   config.conv_algorithm = 'winograd'
+  # bf16 compute: matmul and convolution results in 'float32' (XLA:CPU's matrix units need it)
+  # or 'compute' (bf16, as torch.autocast; half the output traffic on a GPU); 'auto': float32
+  # on the CPU, compute elsewhere.
+  config.matmul_outputs = 'auto'
   config.grad_clip_norm = 0.0  # 0: off (the reference does not clip)
   # Gradient accumulation: each step runs its batch as this many microbatches one after another
   # (the same sums; activation memory / microbatches). Needs bn_group_size dividing a

@@ -13,8 +13,9 @@ the checkpoint boundary (`torch_compat`). Every convolution is a matmul or a 1-D
 with a hand-made backward (in float32 by Winograd's minimal filtering, `_winograd_conv4`:
 about half the matmul work of the direct form), and BatchNorm's backward is written out
 (XLA:CPU's automatic ones spend most of a train step in layout transposes and memory traffic).
-In bf16 every matmul takes bf16 operands and gives float32 products (`_accumulation`), which
-XLA:CPU runs on AMX.
+In bf16 every matmul takes bf16 operands; on the CPU it gives float32 products
+(`_accumulation`), which XLA:CPU runs on AMX, elsewhere bf16 ones as torch.autocast does
+(`matmul_outputs`, `resolve_matmul_outputs`).
 
 Variable paths joined with '.' are the reference's state-dict keys (`blocks.3.proj.0.weight`);
 leaves keep PyTorch's names (`weight`, `running_var`, ...) with channels-last layouts:
@@ -107,15 +108,38 @@ def _matmul(x, w, precision):
   return y.reshape(*x.shape[:-1], w.shape[-1])
 
 
-def _accumulation(dtype):
-  """The product dtype of matmuls on `dtype` inputs: float32 for 16-bit floats, else None.
-
-  Results are the same (products of bf16 numbers accumulate in float32 either way), but
-  XLA:CPU multiplies bf16 on the matrix units (AMX) only when the product is float32: 2-3x
-  the float32 matmul speed, where a bf16 product runs slower than float32.
-  """
+def _is_16bit(dtype) -> bool:
   dtype = jnp.dtype(dtype)
-  return jnp.float32 if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4 else None
+  return bool(jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4)
+
+
+# What a 16-bit matmul or convolution gives (`ISTANet.matmul_outputs`): 'float32' products, or
+# the 'compute' dtype (bf16, as torch.autocast gives; both accumulate in float32 inside), or
+# 'auto': float32 on the CPU, the compute dtype elsewhere (`resolve_matmul_outputs`).
+MATMUL_OUTPUTS = ('auto', 'float32', 'compute')
+
+
+def resolve_matmul_outputs(value: str, platform: Optional[str] = None) -> str:
+  """'auto' -> 'float32' on platform 'cpu', 'compute' on any other (default: JAX's backend).
+
+  XLA:CPU multiplies bf16 on the matrix units (AMX) only with float32 products: 2-3x the
+  float32 matmul speed, where a bf16 product runs slower than float32. XLA:GPU runs a bf16
+  convolution with float32 output as a float32 one (operands upcast, off the bf16 tensor-core
+  rate), and float32 products double the memory traffic of every matmul's output, which most of
+  a bf16 train step on a GPU waits for (`benchmarks/gpu_compile.py`).
+  """
+  if value not in MATMUL_OUTPUTS:
+    raise ValueError(f'matmul_outputs must be one of {MATMUL_OUTPUTS}, got {value!r}')
+  if value != 'auto':
+    return value
+  return 'float32' if (platform or jax.default_backend()) == 'cpu' else 'compute'
+
+
+def _accumulation(dtype, outputs: str):
+  """The product dtype of matmuls on `dtype` inputs: float32 for 16-bit floats where
+  `outputs` is 'float32' (resolved), else None (the inputs' dtype). Results differ only in
+  the products' rounding: bf16 products accumulate in float32 either way."""
+  return jnp.float32 if _is_16bit(dtype) and outputs == 'float32' else None
 
 
 def _shifted_matmuls(x4, w, precision, acc):
@@ -131,17 +155,17 @@ def _shifted_matmuls(x4, w, precision, acc):
   return sum(z[:, j:j + length, :, j] for j in range(k))
 
 
-def _conv_impl(x, w, axis, precision):
+def _conv_impl(x, w, axis, precision, acc):
   """Zero-padded 'same' cross-correlation of x (N, A, B, C, I) along axis 1 or 2, w (k, I, O).
 
   Runs as a 2-D NHWC convolution: XLA:CPU's forward convolutions are fast, its backward ones
-  are not (see `_conv_along`). In 16-bit on the CPU as `_shifted_matmuls`, which runs on the
-  matrix units where XLA:CPU's bf16 convolution does not. Returns `_accumulation`'s dtype.
+  are not (see `_conv_along`). With float32 products of 16-bit inputs (`acc`) on the CPU as
+  `_shifted_matmuls`, which runs on the matrix units where XLA:CPU's bf16 convolution does
+  not. Returns `acc` or x's dtype.
   """
   n, a, b, c, i = x.shape
   x4 = x.reshape(n, a, b * c, i) if axis == 1 else x.reshape(n * a, b, c, i)
   k = w.shape[0]
-  acc = _accumulation(x.dtype)
   conv = lambda x4, w: jax.lax.conv_general_dilated(
       x4, w[:, None], window_strides=(1, 1), padding=[((k - 1) // 2,) * 2, (0, 0)],
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=precision,
@@ -154,39 +178,44 @@ def _conv_impl(x, w, axis, precision):
   return y.reshape(n, a, b, c, w.shape[-1])
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 3))
-def _einsum_16bit(spec, a, b, precision):
-  """einsum('A,B->C') of 16-bit a, b with float32 products and result, whose backward also
-  multiplies in 16 bits: autodiff would multiply the float32 cotangent by upcast operands,
-  float32 matmuls (off the CPU's matrix units; on a GPU, off the bf16 tensor-core rate). As in
-  `_conv_along`, the cotangent is rounded to a's dtype first (autocast's gradients are bf16)."""
-  return jnp.einsum(spec, a, b, precision=precision, preferred_element_type=jnp.float32)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 3, 4, 5))
+def _einsum_16bit(spec, a, b, precision, acc, gradient_acc):
+  """einsum('A,B->C') of 16-bit a, b with `acc` products (float32, or None: a's dtype), whose
+  backward also multiplies in 16 bits (products `gradient_acc`): autodiff would multiply a
+  float32 cotangent by upcast operands, float32 matmuls (off the CPU's matrix units; on a GPU,
+  off the bf16 tensor-core rate). As in `_conv_along`, the cotangent is rounded to a's dtype
+  first (autocast's gradients are bf16)."""
+  return jnp.einsum(spec, a, b, precision=precision, preferred_element_type=acc)
 
 
-def _einsum_16bit_fwd(spec, a, b, precision):
-  return _einsum_16bit(spec, a, b, precision), (a, b)
+def _einsum_16bit_fwd(spec, a, b, precision, acc, gradient_acc):
+  return _einsum_16bit(spec, a, b, precision, acc, gradient_acc), (a, b)
 
 
-def _einsum_16bit_bwd(spec, precision, residuals, g):
+def _einsum_16bit_bwd(spec, precision, acc, gradient_acc, residuals, g):
+  del acc
   a, b = residuals
   (sa, sb), sc = spec.split('->')[0].split(','), spec.split('->')[1]
   g = g.astype(a.dtype)
   da = jnp.einsum(f'{sc},{sb}->{sa}', g, b, precision=precision,
-                  preferred_element_type=jnp.float32)
+                  preferred_element_type=gradient_acc)
   db = jnp.einsum(f'{sa},{sc}->{sb}', a, g, precision=precision,
-                  preferred_element_type=jnp.float32)
+                  preferred_element_type=gradient_acc)
   return da.astype(a.dtype), db.astype(b.dtype)
 
 
 _einsum_16bit.defvjp(_einsum_16bit_fwd, _einsum_16bit_bwd)
 
 
-def _einsum(spec, a, b, precision):
-  """jnp.einsum, or `_einsum_16bit` for 16-bit operands. Every index of each operand must be
-  in the other or the result (so the backward is two einsums of the same form)."""
-  if _accumulation(a.dtype) is None:
+def _einsum(spec, a, b, precision, outputs, gradient_outputs=None):
+  """jnp.einsum, or `_einsum_16bit` for 16-bit operands, products as `outputs` says (resolved
+  `matmul_outputs`; the gradients' as `gradient_outputs`, default the same). Every index of
+  each operand must be in the other or the result (so the backward is two einsums of the same
+  form)."""
+  if not _is_16bit(a.dtype):
     return jnp.einsum(spec, a, b, precision=precision)
-  return _einsum_16bit(spec, a, b, precision)
+  return _einsum_16bit(spec, a, b, precision, _accumulation(a.dtype, outputs),
+                       _accumulation(a.dtype, gradient_outputs or outputs))
 
 
 # How the 1-D convolutions (`proj`'s (1,1,k_u) and `TA`'s (k_t,1,1)) run; see `_conv_along`
@@ -395,34 +424,33 @@ def _winograd_conv(x, w, axis, precision):
 
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv_along(x, w, axis, precision, backward):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _conv_along(x, w, axis, precision, backward, acc):
   """A 1-D convolution along axis 1 or 2 of a 5-D channels-last array, hand-made backward.
 
   XLA:CPU differentiates a convolution into layout transposes and a slow weight-gradient
   convolution. Here the k shifted copies of the output gradient, stacked along channels (dz),
   give both gradients as one matmul each: the input's dz @ w^T, the weight's dz^T @ x. In
-  16-bit the output is float32 (`_accumulation`) and the gradients' matmuls take 16-bit
-  operands with float32 products, so all three run on the CPU's matrix units.
+  16-bit the gradients' matmuls take 16-bit operands; with float32 products (`acc`, as
+  `_accumulation` gives on the CPU) all three run on the CPU's matrix units.
 
   `backward='xla'` differentiates the forward instead (on a GPU: cuDNN's backward convolutions),
   for measuring which is faster where the matmul form was not designed (the GPU).
   """
-  return _conv_impl(x, w, axis, precision)
+  return _conv_impl(x, w, axis, precision, acc)
 
 
-def _conv_along_fwd(x, w, axis, precision, backward):
-  return _conv_impl(x, w, axis, precision), (x, w)
+def _conv_along_fwd(x, w, axis, precision, backward, acc):
+  return _conv_impl(x, w, axis, precision, acc), (x, w)
 
 
-def _conv_along_bwd(axis, precision, backward, residuals, dy):
+def _conv_along_bwd(axis, precision, backward, acc, residuals, dy):
   x, w = residuals
   if backward == 'xla':
-    _, vjp = jax.vjp(lambda x, w: _conv_impl(x, w, axis, precision), x, w)
+    _, vjp = jax.vjp(lambda x, w: _conv_impl(x, w, axis, precision, acc), x, w)
     dx, dw = vjp(dy)
     return dx.astype(x.dtype), dw.astype(w.dtype)
   k, i, o = w.shape
-  acc = _accumulation(x.dtype)
   dy = dy.astype(x.dtype)
   # dz[..., q, ..., j, :] = dy[..., q - j + (k - 1) // 2, ..., :], zero outside: y = sum_j of
   # x @ w[j] shifted by j, so both gradients are single matmuls with dz.
@@ -434,15 +462,16 @@ def _conv_along_bwd(axis, precision, backward, residuals, dy):
                         for j in range(k)], axis=-1).reshape(-1, k * o)
   w_t = w.swapaxes(1, 2).reshape(k * o, i)
   dx = jnp.dot(dz, w_t, precision=precision, preferred_element_type=acc).reshape(x.shape)
-  if acc is None:
+  if not _is_16bit(x.dtype):
     # dz^T x, then the small transpose: XLA:CPU runs this orientation faster than x^T dz.
     dw = jnp.dot(dz.T, x.reshape(-1, i), precision=precision)
   else:
     # The same contraction over rows split in two axes: XLA:CPU runs that one on the matrix
-    # units (~550 GFLOP/s in bf16) and the 2-D transposed one on Eigen (~230).
+    # units (~550 GFLOP/s in bf16) and the 2-D transposed one on Eigen (~230). The weight
+    # gradient is float32 whatever `acc`: it is small, and a sum over the whole batch.
     lead = x.shape[0] * x.shape[1]
     dw = jnp.einsum('crm,cri->mi', dz.reshape(lead, -1, k * o), x.reshape(lead, -1, i),
-                    precision=precision, preferred_element_type=acc)
+                    precision=precision, preferred_element_type=jnp.float32)
   dw = dw.reshape(k, o, i).swapaxes(1, 2)
   return dx.astype(x.dtype), dw.astype(w.dtype)
 
@@ -469,6 +498,7 @@ class Conv3d(nn.Module):
   precision: Any = None
   splits: int = 1
   conv_algorithm: str = 'winograd'  # see CONV_ALGORITHMS
+  matmul_outputs: str = 'auto'  # see MATMUL_OUTPUTS
 
   @nn.compact
   def __call__(self, x):
@@ -482,12 +512,12 @@ class Conv3d(nn.Module):
     dtype = self.dtype or jnp.result_type(*xs, weight)
     xs = [xi.astype(dtype) for xi in xs]
     weight, bias = weight.astype(dtype), bias.astype(dtype)
-    low_precision = _accumulation(dtype) is not None
+    low_precision = _is_16bit(dtype)
     if (kt, kj, ku) == (1, 1, 1) and not low_precision:
       cols, w = (xs[0] if len(xs) == 1 else jnp.concatenate(xs, -1)), weight[0, 0, 0]
     elif kj == 1 and min(kt, ku) == 1:
-      # 16-bit 1x1 convs come here too (k = 1): autodiff's matmuls would take the float32
-      # output gradient and miss the matrix units.
+      # 16-bit 1x1 convs come here too (k = 1): with float32 products, autodiff's matmuls
+      # would take the float32 output gradient and miss the matrix units.
       xc = xs[0] if len(xs) == 1 else jnp.concatenate(xs, -1)
       w = weight.reshape(max(kt, ku), in_features, self.features)
       axis = 2 if kt > 1 else 1
@@ -496,8 +526,10 @@ class Conv3d(nn.Module):
         y = _winograd_conv(xc, w, axis, self.precision)
       else:
         backward = 'matmul' if self.conv_algorithm == 'winograd' else self.conv_algorithm
-        y = _conv_along(xc, w, axis, self.precision, backward)
-      y = (y + bias).astype(dtype)
+        acc = _accumulation(dtype, resolve_matmul_outputs(self.matmul_outputs))
+        y = _conv_along(xc, w, axis, self.precision, backward, acc)
+      # bf16 products too take the bias in float32: its gradient then sums in float32.
+      y = (y.astype(jnp.promote_types(y.dtype, jnp.float32)) + bias).astype(dtype)
       return jnp.split(y, self.splits, axis=-1) if self.splits > 1 else y
     else:
       xc = xs[0] if len(xs) == 1 else jnp.concatenate(xs, -1)
@@ -615,11 +647,13 @@ class ConvBN(nn.Module):
   precision: Any = None
   bn_group_size: Optional[int] = None
   conv_algorithm: str = 'winograd'
+  matmul_outputs: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
     x = Conv3d(self.features, tuple(self.kernel_size), dtype=self.dtype,
-               precision=self.precision, conv_algorithm=self.conv_algorithm, name='0')(x)
+               precision=self.precision, conv_algorithm=self.conv_algorithm,
+               matmul_outputs=self.matmul_outputs, name='0')(x)
     return BatchNorm(dtype=self.dtype, group_size=self.bn_group_size, name='1')(x, train)
 
 
@@ -655,15 +689,18 @@ class TSABlock(nn.Module):
   precision: Any = None
   bn_group_size: Optional[int] = None
   conv_algorithm: str = 'winograd'
+  matmul_outputs: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
     n, u, tw, je, c = x.shape
+    outputs = resolve_matmul_outputs(self.matmul_outputs)
     h, d = self.num_heads, self.qkv_dim
     k_t, k_u = self.kernel_size
     conv_bn = lambda features, kernel, name: ConvBN(
         features, kernel, dtype=self.dtype, precision=self.precision,
-        bn_group_size=self.bn_group_size, conv_algorithm=self.conv_algorithm, name=name)
+        bn_group_size=self.bn_group_size, conv_algorithm=self.conv_algorithm,
+        matmul_outputs=self.matmul_outputs, name=name)
 
     xa = x
     if self.use_pes:
@@ -671,13 +708,15 @@ class TSABlock(nn.Module):
       xa = x + jnp.moveaxis(pe, 3, 1).astype(x.dtype)
     # Output channels are (q/k, head, d) as the reference's view(N, 2, H, d, ...).
     qk = Conv3d(2 * h * d, dtype=self.dtype, precision=self.precision, splits=2 * h,
-                conv_algorithm=self.conv_algorithm,
+                conv_algorithm=self.conv_algorithm, matmul_outputs=self.matmul_outputs,
                 name='to_qkvs')(xa)
     alpha = self.param('alpha', nn.initializers.ones, (1, h, 1, 1))
     m = self.param('M', nn.initializers.constant(1.0 / self.num_tokens), (1, h, u, u))
+    # The attention map is small (N, H, U, U): float32 products whatever `matmul_outputs`
+    # (not its gradients: those are q and k's size).
     logits = jnp.stack([
         _einsum('npk,nqk->npq', qk[i].reshape(n, u, -1), qk[h + i].reshape(n, u, -1),
-                self.precision) for i in range(h)], axis=1)
+                self.precision, 'float32', outputs) for i in range(h)], axis=1)
     atten = jnp.tanh(logits / (d * tw * je)) * alpha.astype(logits.dtype) + m.astype(logits.dtype)
     atten = nn.Dropout(self.att_drop, deterministic=not train)(atten).astype(x.dtype)
     # Value mixing: every head mixes the (un-encoded) tokens, all heads in one (H*U, U) by
@@ -687,11 +726,12 @@ class TSABlock(nn.Module):
     # flat rows it was tuned with. Heads stack along channels, head major, as the reference's
     # view(N, H*C, ...): `proj` concatenates.
     values = x.reshape(n, u, tw * je * c)
-    if _accumulation(x.dtype) is None:
+    if not _is_16bit(x.dtype):
       mixed = jnp.einsum('nap,npk->nak', jnp.swapaxes(atten, 2, 3).reshape(n, h * u, u), values,
                          precision=self.precision)
     else:
-      mixed = _einsum('nhap,npk->nhak', jnp.swapaxes(atten, 2, 3), values, self.precision)
+      mixed = _einsum('nhap,npk->nhak', jnp.swapaxes(atten, 2, 3), values, self.precision,
+                      outputs)
     mixed = mixed.reshape(n, h, u, tw, je, c).astype(x.dtype)
     heads = [mixed[:, i] for i in range(h)]
 
@@ -733,11 +773,15 @@ class ISTANet(nn.Module):
   # How the 1-D convolutions run: 'winograd' (float32/64; `_winograd_conv`), 'matmul' (direct,
   # `_conv_along`'s shifted-copy backward) or 'xla' (direct, autodiff of the convolution).
   conv_algorithm: str = 'winograd'
+  # 16-bit compute: matmul and convolution results in 'float32' or the 'compute' dtype, 'auto'
+  # by platform (`resolve_matmul_outputs`).
+  matmul_outputs: str = 'auto'
 
   def __post_init__(self):
     if self.conv_algorithm not in CONV_ALGORITHMS:
       raise ValueError(f'conv_algorithm must be one of {CONV_ALGORITHMS}, '
                        f'got {self.conv_algorithm!r}')
+    resolve_matmul_outputs(self.matmul_outputs, 'cpu')  # checks the value
     if len(self.window_size) != 3 or min(self.window_size) < 1:
       raise ValueError(f'window_size must be three positive ints (Tw, Jw, Ew), got {self.window_size}')
     if len(self.kernel_size) != 2 or any(k < 1 or k % 2 == 0 for k in self.kernel_size):
@@ -770,7 +814,7 @@ class ISTANet(nn.Module):
     x = jnp.moveaxis(window_partition(x, self.window_size), 3, 1)
     x = ConvBN(self.config[0][0], dtype=self.dtype, precision=self.precision,
                bn_group_size=self.bn_group_size, conv_algorithm=self.conv_algorithm,
-               name='embed')(x, train)
+               matmul_outputs=self.matmul_outputs, name='embed')(x, train)
     x = leaky_relu(x)
     for i, (cin, cout, qkv_dim) in enumerate(self.config):
       x = TSABlock(cin, cout, qkv_dim, window_size=tuple(self.window_size),
@@ -778,7 +822,7 @@ class ISTANet(nn.Module):
                    kernel_size=tuple(self.kernel_size), use_pes=self.use_pes,
                    att_drop=self.att_drop, dtype=self.dtype, precision=self.precision,
                    bn_group_size=self.bn_group_size, conv_algorithm=self.conv_algorithm,
-                   name=f'blocks.{i}')(x, train)
+                   matmul_outputs=self.matmul_outputs, name=f'blocks.{i}')(x, train)
     x = x.astype(jnp.promote_types(x.dtype, jnp.float32)).mean(axis=(1, 2, 3))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return Linear(self.num_classes, precision=self.precision, name='fc')(x)

@@ -38,7 +38,8 @@ def model_from_config(config: ml_collections.ConfigDict) -> ISTANet:
     raise ValueError(f'config.dtype must be float32 or bfloat16, got {config.dtype!r}')
   return model_from_reference_args(config.model.to_dict(), dtype=dtype,
                                    bn_group_size=config.get('bn_group_size'),
-                                   conv_algorithm=config.get('conv_algorithm', 'winograd'))
+                                   conv_algorithm=config.get('conv_algorithm', 'winograd'),
+                                   matmul_outputs=config.get('matmul_outputs', 'auto'))
 
 
 def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.GradientTransformation:

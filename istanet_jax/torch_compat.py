@@ -37,7 +37,8 @@ class CheckpointMismatchError(ValueError):
 def model_from_reference_args(model_args: Mapping[str, Any], dtype=None, **kwargs) -> ISTANet:
   """ISTANet from the `model_args` section of a reference YAML config.
 
-  kwargs are our own model options (`precision`, `bn_group_size`, `conv_algorithm`).
+  kwargs are our own model options (`precision`, `bn_group_size`, `conv_algorithm`,
+  `matmul_outputs`).
   """
   unknown = sorted(set(model_args) - set(REFERENCE_ARGS))
   if unknown:

@@ -1,5 +1,7 @@
 """Properties of the Flax model that the parity fixtures do not pin on their own."""
 
+import collections
+import math
 import re
 
 import jax
@@ -7,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from istanet_jax import model as model_lib
 from istanet_jax import torch_compat
 from istanet_jax.model import (BatchNorm, ISTANet, apply_model, positional_encoding_table,
                                window_partition)
@@ -96,7 +99,8 @@ def test_ghost_batch_norm_equals_separate_sub_batches():
 def test_bfloat16_compute_stays_close_to_float32(train, tolerance):
   """bf16 compute, float32 parameters: within 1e-2 of max |logit| in train mode on the parity
   inputs and 5e-2 in eval mode (the ntu26 case's perturbed running statistics amplify input
-  differences ~1e4-fold); top-1 unchanged."""
+  differences ~1e4-fold); top-1 unchanged. Both kinds of products (`matmul_outputs`: float32
+  as on the CPU, bf16 as on a GPU)."""
   for name in ('pad_odd', 'ntu26'):
     case = Case(name)
     state = {k: v.astype(np.float32) if v.dtype == np.float64 else v
@@ -104,14 +108,16 @@ def test_bfloat16_compute_stays_close_to_float32(train, tolerance):
     v = torch_compat.variables_from_state_dict(state, case.model_args)
     x = jnp.asarray(case.x, jnp.float32)
     m32 = torch_compat.model_from_reference_args(case.model_args)
-    m16 = torch_compat.model_from_reference_args(case.model_args, dtype=jnp.bfloat16)
     a, _ = apply_model(m32, v, x, train=train)
-    b, new = apply_model(m16, v, x, train=train)
-    assert b.dtype == jnp.float32
-    assert float(jnp.abs(a - b).max() / jnp.abs(a).max()) < tolerance, name
-    np.testing.assert_array_equal(a.argmax(-1), b.argmax(-1))
-    if train:
-      assert new['batch_stats']['embed']['1']['running_var'].dtype == jnp.float32
+    for outputs in ('float32', 'compute'):
+      m16 = torch_compat.model_from_reference_args(case.model_args, dtype=jnp.bfloat16,
+                                                   matmul_outputs=outputs)
+      b, new = apply_model(m16, v, x, train=train)
+      assert b.dtype == jnp.float32
+      assert float(jnp.abs(a - b).max() / jnp.abs(a).max()) < tolerance, (name, outputs)
+      np.testing.assert_array_equal(a.argmax(-1), b.argmax(-1))
+      if train:
+        assert new['batch_stats']['embed']['1']['running_var'].dtype == jnp.float32
 
 
 @pytest.mark.parametrize('k', [1, 3, 5])
@@ -263,6 +269,50 @@ def test_bfloat16_matmuls_take_bf16_and_give_float32_on_cpu():
               for m in (model32, model16))
   cosine = float(g32 @ g16 / jnp.linalg.norm(g32) / jnp.linalg.norm(g16))
   assert cosine > 0.99, cosine
+
+
+def test_matmul_outputs_pick_the_products_dtype():
+  """'float32' (the CPU's choice): every bf16 matmul gives float32; 'compute' (elsewhere): every
+  activation-sized product is bf16, as under torch.autocast, and only small ones (the attention
+  logits, weight gradients) stay float32; the gradients follow float32's either way."""
+  from istanet_jax import losses
+  assert model_lib.resolve_matmul_outputs('auto', 'cpu') == 'float32'
+  assert model_lib.resolve_matmul_outputs('auto', 'cuda') == 'compute'
+  assert model_lib.resolve_matmul_outputs('compute', 'cpu') == 'compute'
+  assert model_lib.resolve_matmul_outputs('auto') == 'float32'  # this machine
+  with pytest.raises(ValueError, match="matmul_outputs must be one of"):
+    torch_compat.model_from_reference_args(TINY, matmul_outputs='bf16')
+  model32 = torch_compat.model_from_reference_args(TINY)
+  x = jnp.asarray(np.random.default_rng(3).normal(size=(4, 3, 12, 10, 2)), jnp.float32)
+  y = jnp.arange(4) % 6
+  v = model32.init(jax.random.key(0), jnp.moveaxis(x, 1, -1), train=False)
+
+  def grads(model):
+    def loss(params):
+      logits, _ = apply_model(model, {**v, 'params': params}, x, train=True)
+      return losses.label_smoothing_cross_entropy(logits, y).mean()
+    return jax.jit(jax.grad(loss))
+
+  activation = 4 * 6 * 4 * 10 * 8  # N * U * Tw * JE * C of the first block
+  g32 = jnp.concatenate([g.ravel() for g in jax.tree.leaves(grads(model32)(v['params']))])
+  for outputs in ('float32', 'compute'):
+    model16 = torch_compat.model_from_reference_args(TINY, dtype=jnp.bfloat16,
+                                                     matmul_outputs=outputs)
+    products = collections.Counter()
+    for line in grads(model16).lower(v['params']).as_text().splitlines():
+      m = re.search(r'stablehlo\.(?:dot_general|convolution) .*: \(tensor<[\dx]*(\w+)>, '
+                    r'tensor<[\dx]*(\w+)>\) -> tensor<([\dx]*)(\w+)>', line)
+      if m and m.group(1) == 'bf16':
+        size = math.prod(int(d) for d in m.group(3).split('x') if d)
+        products[(m.group(4), size >= activation)] += 1
+    if outputs == 'float32':
+      assert set(products) == {('f32', True), ('f32', False)}, products
+    else:
+      assert products[('bf16', True)] >= 4 * len(TINY['config']) and not products[('f32', True)]
+      assert products[('f32', False)] >= TINY['num_heads'] * len(TINY['config']), products
+    g16 = jnp.concatenate([g.ravel() for g in jax.tree.leaves(grads(model16)(v['params']))])
+    cosine = float(g32 @ g16 / jnp.linalg.norm(g32) / jnp.linalg.norm(g16))
+    assert cosine > 0.99, (outputs, cosine)
 
 
 def test_dropout_needs_and_follows_the_rng():

@@ -1,0 +1,557 @@
+r"""What a train or eval step will need on an NVIDIA H100 or H200, from a compile without one.
+
+  python3 -m venv --system-site-packages /tmp/venvgpu
+  V=$(python -c 'import jax; print(jax.__version__)')
+  /tmp/venvgpu/bin/pip install --no-deps jax-cuda12-plugin==$V jax-cuda12-pjrt==$V
+  /tmp/venvgpu/bin/python -m benchmarks.gpu_compile --target h100 --model ntu26 \
+      --dtype bfloat16 --kind train --batch 128,256 --conv_algorithm xla --out /tmp/h100.json
+
+XLA:GPU compiles ahead of time for a described GPU ("deviceless": the CUDA plugin's topology
+for `TARGETS[...].target_config`), so the step's compiled HLO and XLA's memory plan exist before
+any GPU session. The plugin goes into a separate virtual environment without its CUDA libraries
+(`--no-deps`): it compiles but cannot run, and installed into the main Python every JAX process
+would try to load CUDA. `--target cpu` compiles for this machine's CPU instead (no plugin; give
+its `--bandwidth_gbs` and `--peak_tflops`), which is how the tests run the whole tool.
+
+This module owns the roofline of compiled HLO (`hlo_roofline`): every kernel the step launches
+(a while loop's body counted its known trip count times), its FLOPs (cuBLAS and cuDNN calls,
+or dots and convolutions, fused or not) and its memory traffic (operands read once and results
+written once; a sliced operand only as far as its slices, a buffer updated in place only by its
+update, a library call's scratch workspace not at all), and its least time, max(bytes /
+bandwidth, FLOPs / dense peak at its operands' dtype). The sum over kernels (`roofline_s`)
+bounds the step time from below and `mfu_bound` the MFU from above; the report gives them per
+sample and by kernel kind and model layer. FLOPs are those the compiled kernels run: XLA:GPU
+pads 16-bit matmul dimensions to multiples of 8 (150 tokens to 152), and the model picks other
+forms per platform, so a CPU compile of the same step counts other FLOPs.
+
+A projection, not a measurement: nothing ran and nothing was autotuned; real kernels reach
+neither peak (cuBLAS / cuDNN efficiency at these shapes, launch gaps, cache misses), and
+matmuls compile here as cuBLAS calls because Triton's GEMM fusions need the autotuner to pick
+their tiles (`--xla_gpu_enable_triton_gemm=false`), so a GPU run may fuse differently. XLA's
+`cost_analysis()` is empty for a deviceless executable, hence the parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import importlib.metadata
+import json
+import math
+import os
+import re
+import sys
+import time
+from typing import Callable, Optional
+
+if __package__ in (None, ''):
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import profile_step  # pylint: disable=wrong-import-position  (no JAX import)
+
+NOTE = ('A roofline projection from compiling without the device, not a measurement: each '
+        'kernel is charged max(bytes / bandwidth, FLOPs / dense peak), with no autotuning, '
+        'library (cuBLAS/cuDNN) efficiency, launch overhead or cache effects, so the step '
+        'time is >= roofline_s and MFU <= mfu_bound. Matmuls are cuBLAS calls here (Triton '
+        'GEMM fusions off: they need the autotuner), so a GPU run may fuse differently.')
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+  """A device to compile for. For a GPU, the fields XLA's cost model reads from the device
+  (`target_config`); `device_kind` is what the device calls itself (the key into
+  `benchmarks.throughput.PEAK_TFLOPS`)."""
+  platform: str  # 'cuda' or 'cpu'
+  device_kind: str = ''
+  bandwidth: Optional[float] = None  # HBM bytes/s
+  memory_bytes: Optional[int] = None
+  sms: int = 0
+  clock_ghz: float = 0.0
+  l2_bytes: int = 0
+  # float32 matmuls run on the tensor cores as TF32 at XLA:GPU's default precision.
+  tf32_tflops: Optional[float] = None
+
+  @property
+  def target_config(self) -> str:
+    """The xla.GpuTargetConfigProto text a deviceless compile takes (Hopper, sm_90)."""
+    return f"""gpu_device_info {{
+  threads_per_block_limit: 1024
+  threads_per_warp: 32
+  shared_memory_per_block: 49152
+  shared_memory_per_core: 233472
+  threads_per_core_limit: 2048
+  core_count: {self.sms}
+  fpus_per_core: 128
+  block_dim_limit_x: 2147483647
+  block_dim_limit_y: 65535
+  block_dim_limit_z: 65535
+  memory_bandwidth: {int(self.bandwidth)}
+  l2_cache_size: {self.l2_bytes}
+  clock_rate_ghz: {self.clock_ghz}
+  device_memory_size: {self.memory_bytes}
+  shared_memory_per_block_optin: 232448
+  cuda_compute_capability {{
+    major: 9
+  }}
+  registers_per_core_limit: 65536
+  registers_per_block_limit: 65536
+}}
+platform_name: "CUDA"
+dnn_version_info {{
+  major: 9
+  minor: 8
+}}
+runtime_version {{
+  major: 12
+  minor: 8
+}}
+device_description_str: "{self.device_kind}"
+"""
+
+
+TARGETS = {
+    'h100': Target('cuda', 'NVIDIA H100 80GB HBM3', bandwidth=3.35e12, memory_bytes=80 << 30,
+                   sms=132, clock_ghz=1.98, l2_bytes=50 << 20, tf32_tflops=494.7),
+    'h200': Target('cuda', 'NVIDIA H200', bandwidth=4.8e12, memory_bytes=141 * 10**9,
+                   sms=132, clock_ghz=1.98, l2_bytes=50 << 20, tf32_tflops=494.7),
+    'cpu': Target('cpu'),  # bandwidth and peak from the flags; memory: this machine's RAM
+}
+
+_INSTALL = ('--target {target} compiles for a GPU without one and needs the CUDA PJRT plugin '
+            '(without CUDA: --no-deps) in a separate virtual environment:\n'
+            '  python3 -m venv --system-site-packages /tmp/venvgpu\n'
+            '  /tmp/venvgpu/bin/pip install --no-deps jax-cuda12-plugin=={jax} '
+            'jax-cuda12-pjrt=={jax}\n'
+            '  /tmp/venvgpu/bin/python -m benchmarks.gpu_compile ...')
+_PLUGINS = ('jax-cuda12-plugin', 'jax-cuda12-pjrt')
+JAX_MEM_FRACTION = 0.75
+# Without a GPU, a Triton GEMM fusion finds no tiles (no autotuner) and the compile fails.
+_NO_TRITON_GEMM = '--xla_gpu_enable_triton_gemm=false'
+
+
+def _version(package: str) -> Optional[str]:
+  try:
+    return importlib.metadata.version(package)
+  except importlib.metadata.PackageNotFoundError:
+    return None
+
+
+def plugin_versions() -> dict:
+  return {p: _version(p) for p in _PLUGINS}
+
+
+def configure_environment(target: str) -> None:
+  """For a GPU target: the CUDA plugin is checked and the deviceless settings made. Must run
+  before JAX is first imported (JAX reads JAX_PLATFORMS then, XLA_FLAGS when its first backend
+  starts); exits with the install commands where the plugin is missing or of another version."""
+  if TARGETS[target].platform != 'cuda':
+    return
+  jax_version, versions = _version('jax'), plugin_versions()
+  if any(v != jax_version for v in versions.values()):
+    raise SystemExit(_INSTALL.format(target=target, jax=jax_version)
+                     + f'\n(found {versions}, jax {jax_version})')
+  os.environ.setdefault('JAX_PLATFORMS', 'cpu,cuda')
+  os.environ.setdefault('JAX_SKIP_CUDA_CONSTRAINTS_CHECK', '1')  # no CUDA libraries to check
+  flags = os.environ.get('XLA_FLAGS', '')
+  if 'xla_gpu_enable_triton_gemm' not in flags:
+    os.environ['XLA_FLAGS'] = f'{flags} {_NO_TRITON_GEMM}'.strip()
+
+
+def deviceless_mesh(target: str):
+  """A one-device mesh of the target: for a GPU the plugin's topology of the described GPU (no
+  device needed), for 'cpu' this machine's first CPU device."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  spec = TARGETS[target]
+  if spec.platform == 'cpu':
+    return jax.sharding.Mesh(np.array(jax.devices('cpu')[:1]), ('data',))
+  from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+  try:
+    topology = topologies.get_topology_desc(platform='cuda', target_config=spec.target_config,
+                                            topology='1x1x1')
+  except Exception as e:  # pylint: disable=broad-except  (the plugin's errors have no type)
+    raise SystemExit(f'no deviceless CUDA topology ({e}); run in a fresh process with the '
+                     'plugin installed: ' + _INSTALL.format(target=target, jax=jax.__version__)
+                     ) from e
+  return topologies.make_mesh(topology, (1,), ('data',))
+
+
+def peaks_flops_s(target: str, peak_tflops: Optional[float] = None) -> dict:
+  """{HLO operand dtype: dense FLOP/s}: the GPU's tensor-core peaks (bf16 and f16 alike, f32 as
+  TF32), or `peak_tflops` for every dtype where given (required for 'cpu')."""
+  if peak_tflops is not None:
+    return {d: peak_tflops * 1e12 for d in ('bf16', 'f16', 'f32')}
+  spec = TARGETS[target]
+  if spec.platform == 'cpu':
+    raise SystemExit('--target cpu needs --peak_tflops (this CPU\'s dense matmul peak)')
+  from benchmarks import throughput  # pylint: disable=import-outside-toplevel
+  peaks = next(p for name, p in throughput.PEAK_TFLOPS if name in spec.device_kind)
+  return {'bf16': peaks['bfloat16'] * 1e12, 'f16': peaks['bfloat16'] * 1e12,
+          'f32': spec.tf32_tflops * 1e12}
+
+
+def memory_bytes(target: str) -> int:
+  spec = TARGETS[target]
+  if spec.memory_bytes is not None:
+    return spec.memory_bytes
+  return os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+
+
+def compile_step(model_name: str, kind: str, batch: int, dtype: str = 'bfloat16',
+                 conv_algorithm: str = 'xla', matmul_outputs: Optional[str] = None,
+                 microbatches: int = 1, target: str = 'h100',
+                 bn_group_size: Optional[int] = None) -> tuple[str, dict, float]:
+  """(compiled HLO text, XLA's memory plan in bytes, seconds to lower and compile) of
+  `benchmarks.throughput`'s train step (variables, opt_state, x, y) or eval step (variables, x)
+  for `target`. The concrete variables are made on the CPU; the step is lowered for abstract
+  arrays placed on the target's mesh, so nothing is put on the target."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from benchmarks import throughput  # pylint: disable=import-outside-toplevel
+  sharding = jax.sharding.NamedSharding(deviceless_mesh(target), jax.sharding.PartitionSpec())
+  model = throughput.make_model(model_name, dtype, conv_algorithm, bn_group_size,
+                                matmul_outputs=matmul_outputs)
+  with jax.default_device(jax.devices('cpu')[0]):
+    variables, opt_state, x, y, train_step, eval_step = throughput.make_steps(
+        model, batch, microbatches=microbatches)
+  jitted, args = ((train_step, (variables, opt_state, x, y)) if kind == 'train'
+                  else (eval_step, (variables, x)))
+  abstract = jax.tree_util.tree_map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), args)
+  start = time.perf_counter()
+  compiled = jitted.lower(*abstract).compile()
+  seconds = time.perf_counter() - start
+  plan = compiled.memory_analysis()
+  memory = {k: int(getattr(plan, f'{k}_size_in_bytes')) for k in
+            ('argument', 'output', 'alias', 'temp', 'generated_code')}
+  # Donated state is aliased to the outputs: it is held once.
+  memory['peak'] = memory['argument'] + memory['output'] - memory['alias'] + memory['temp']
+  return compiled.as_text(), memory, seconds
+
+
+# --- the roofline of compiled HLO -------------------------------------------------------------
+
+_ARRAY = re.compile(r'\b([a-z][a-z0-9]*)\[([0-9,]*)\]')
+_BITS = re.compile(r'\d+')
+_CONTRACTING = re.compile(r'lhs_contracting_dims=\{([0-9,]*)\}')
+_DIM_LABELS = re.compile(r'dim_labels=(\w+)_(\w+)->(\w+)')
+_COMPUTATION_ARG = {key: re.compile(key + r'=%?([\w.\-]+)')
+                    for key in ('body', 'condition', 'to_apply')}
+_BRANCHES = re.compile(r'(?:branch_computations=\{([^}]*)\}|(?:true|false)_computation=%?'
+                       r'([\w.\-]+))')
+# Instructions that launch nothing: views, bookkeeping, and the halves of async pairs whose
+# start is counted.
+_FREE = frozenset({'parameter', 'constant', 'get-tuple-element', 'tuple', 'bitcast',
+                   'after-all', 'opt-barrier', 'partition-id', 'replica-id', 'add-dependency',
+                   'domain', 'async-done', 'async-update', 'copy-done'})
+_SLICES = frozenset({'slice', 'dynamic-slice'})
+
+
+def _arrays(shape: str) -> list[tuple[str, list[int]]]:
+  return [(dtype, [int(d) for d in dims.split(',') if d]) for dtype, dims in _ARRAY.findall(shape)]
+
+
+def _itemsize(dtype: str) -> float:
+  if dtype == 'token':
+    return 0
+  bits = _BITS.search(dtype)  # f32, bf16, s8, f8e4m3fn, c64, s4; pred is a byte
+  return int(bits.group()) / 8 if bits else 1
+
+
+def nbytes(shape: str, workspace: bool = False) -> int:
+  """Bytes of an HLO type; `workspace`: a library call's tuple result, whose last element
+  (s8 / u8) is its scratch space, not data it writes."""
+  arrays = _arrays(shape)
+  if workspace and len(arrays) > 1 and arrays[-1][0] in ('s8', 'u8'):
+    arrays = arrays[:-1]
+  return int(sum(_itemsize(d) * math.prod(dims) for d, dims in arrays))
+
+
+def _backend_config(attributes: str) -> dict:
+  start = attributes.find('backend_config=')
+  if start < 0 or attributes[start + len('backend_config='):][:1] != '{':
+    return {}
+  try:
+    return json.JSONDecoder().raw_decode(attributes, start + len('backend_config='))[0]
+  except ValueError:
+    return {}
+
+
+def _matmuls(name: str, hlo: dict) -> list[tuple[int, str]]:
+  """[(FLOPs, operand dtype)] of the matmuls and convolutions `name` runs: itself, or those
+  inside the computations it calls (a fusion's)."""
+  ins = hlo['instructions'][name]
+  shape_of = lambda operand: hlo['instructions'][operand].shape
+  operand_dtype = hlo['instructions'][ins.operands[0]].dtype if ins.operands else ''
+  if ins.opcode == 'dot':
+    lhs = _arrays(shape_of(ins.operands[0]))[0][1]
+    contracting = _CONTRACTING.search(ins.attributes).group(1)
+    k = math.prod(lhs[int(i)] for i in contracting.split(',') if i)
+    return [(2 * math.prod(_arrays(ins.shape)[0][1]) * k, operand_dtype)]
+  if 'cublas' in ins.target:
+    numbers = _backend_config(ins.attributes)['gemm_backend_config']['dot_dimension_numbers']
+    lhs = _arrays(shape_of(ins.operands[0]))[0][1]
+    k = math.prod(lhs[int(i)] for i in numbers['lhs_contracting_dimensions'])
+    return [(2 * math.prod(_arrays(ins.shape)[0][1]) * k, operand_dtype)]
+  if ins.opcode == 'convolution' or 'cudnn$conv' in ins.target:
+    # Every output element of the forward convolution is a dot over the window and the
+    # kernel's input features: 2 * |y| * |w| / (output features). The backward calls cost as
+    # much as their forward; which operand is y or w depends on the call.
+    kernel_labels = _DIM_LABELS.search(ins.attributes).group(2)
+    result = _arrays(ins.shape)[0][1]
+    operands = [_arrays(shape_of(o))[0][1] for o in ins.operands[:2]]
+    if 'BackwardInput' in ins.target:
+      y, w = operands
+    elif 'BackwardFilter' in ins.target:
+      y, w = operands[1], result
+    else:
+      y, w = result, operands[1]
+    flops = 2 * math.prod(y) * math.prod(w) // w[kernel_labels.index('o')]
+    return [(flops, operand_dtype)]
+  return [m for computation in ins.calls for member in hlo['members'].get(computation, [])
+          for m in _matmuls(member, hlo)]
+
+
+def _users(computation: str, hlo: dict) -> dict:
+  users = collections.defaultdict(list)
+  for member in hlo['members'].get(computation, []):
+    for operand in hlo['instructions'][member].operands:
+      users[operand].append(hlo['instructions'][member])
+  return users
+
+
+def kernel_bytes(name: str, hlo: dict) -> int:
+  """Bytes a kernel reads and writes in device memory: its operands and results, except that a
+  sliced operand is read only as far as its slices go and a buffer updated in place
+  (dynamic-update-slice) costs only its update, read and written."""
+  ins = hlo['instructions'][name]
+  shape_of = lambda operand: hlo['instructions'][operand].shape
+  if ins.opcode in _SLICES:
+    return 2 * nbytes(ins.shape)
+  if ins.opcode == 'dynamic-update-slice':
+    return 2 * nbytes(shape_of(ins.operands[1]))
+  written = nbytes(ins.shape, workspace=bool(ins.target))
+  if ins.opcode != 'fusion' or not ins.calls:
+    return sum(nbytes(shape_of(o)) for o in ins.operands) + written
+  fused = ins.calls[0]
+  members = [hlo['instructions'][m] for m in hlo['members'].get(fused, [])]
+  parameters = {m.parameter: n for n, m in zip(hlo['members'].get(fused, []), members)
+                if m.opcode == 'parameter'}
+  users = _users(fused, hlo)
+  read = 0
+  for i, operand in enumerate(ins.operands):
+    uses = users.get(parameters.get(i), [])
+    if uses and all(u.opcode in _SLICES for u in uses):
+      read += min(nbytes(shape_of(operand)), sum(nbytes(u.shape) for u in uses))
+    elif uses and all(u.opcode == 'dynamic-update-slice' and u.operands[0] == parameters[i]
+                      for u in uses):
+      pass  # updated in place: the update is counted as written below
+    else:
+      read += nbytes(shape_of(operand))
+  root = hlo['instructions'].get(hlo['roots'].get(fused, ''))
+  if root is not None:
+    outputs = ([hlo['instructions'][o] for o in root.operands] if root.opcode == 'tuple'
+               else [root])
+    written = sum(nbytes(shape_of(o.operands[1])) if o.opcode == 'dynamic-update-slice'
+                  else nbytes(o.shape) for o in outputs)
+  return read + written
+
+
+def _kind(ins, hlo: dict) -> str:
+  inside = set().union(*(hlo['computations'].get(c, set()) for c in ins.calls))
+  if 'cublas' in ins.target or ins.opcode == 'dot':
+    return 'gemm'
+  if 'cudnn$conv' in ins.target or ins.opcode == 'convolution' or 'convolution' in inside:
+    return 'conv'
+  if 'dot' in inside:
+    return 'gemm'
+  if ins.opcode in ('copy', 'transpose', 'copy-start'):
+    return 'copy'
+  if ins.opcode == 'custom-call':
+    return f'custom-call {ins.target}'
+  return ins.opcode
+
+
+def kernels(hlo: dict, seconds: Callable[[dict], float]) -> tuple[list[dict], list[str]]:
+  """(kernels, while loops without a known trip count). Each kernel: the instruction's figures
+  for one launch and `times`, how often a step launches it (loops: the known trip count; the
+  condition runs once more). A conditional counts its costliest branch by `seconds(kernel)`,
+  each kernel's time at one launch."""
+  unknown = []
+
+  def walk(computation: str, times: int) -> list[dict]:
+    out = []
+    for name in hlo['members'].get(computation, []):
+      ins = hlo['instructions'][name]
+      if ins.opcode in _FREE:
+        continue
+      if ins.opcode == 'while':
+        trips = _backend_config(ins.attributes).get('known_trip_count', {}).get('n')
+        if trips is None:
+          unknown.append(name)
+        trips = int(trips or 1)
+        out += walk(_COMPUTATION_ARG['body'].search(ins.attributes).group(1), times * trips)
+        out += walk(_COMPUTATION_ARG['condition'].search(ins.attributes).group(1),
+                    times * (trips + 1))
+      elif ins.opcode == 'conditional':
+        branches = [re.findall(r'%?([\w.\-]+)', group or single)
+                    for group, single in _BRANCHES.findall(ins.attributes)]
+        walked = [walk(b, times) for names in branches for b in names]
+        out += max(walked, key=lambda ks: sum(k['seconds'] * k['times'] for k in ks),
+                   default=[])
+      elif ins.opcode == 'call' or ins.opcode == 'async-start':
+        called = _COMPUTATION_ARG['to_apply'].search(ins.attributes)
+        for c in ([called.group(1)] if called else ins.calls):
+          out += walk(c, times)
+      else:
+        matmuls = _matmuls(name, hlo)
+        kernel = dict(
+            name=name, opcode=ins.opcode, kind=_kind(ins, hlo), target=ins.target,
+            dtype=ins.dtype, operand_dtypes=[hlo['instructions'][o].dtype for o in ins.operands],
+            bytes=kernel_bytes(name, hlo), flops=sum(f for f, _ in matmuls), matmuls=matmuls,
+            op_name=ins.op_name, times=times)
+        kernel['seconds'] = seconds(kernel)
+        out.append(kernel)
+    return out
+
+  return walk(hlo['entry'], 1), unknown
+
+
+def _sig(x: float, digits: int = 4) -> float:
+  return float(f'{x:.{digits}g}')
+
+
+def hlo_roofline(hlo_text: str, bandwidth_bytes_s: float, peaks_flops_s: dict, batch: int,
+                 compute_dtype: str = 'bf16', top: int = 25) -> dict:
+  """The roofline of a compiled step (module docstring): totals per sample, the least step
+  time `roofline_s`, the share of it spent in memory-bound kernels, the MFU bound against
+  `peaks_flops_s[compute_dtype]`, time by kernel kind and by model layer, and the costliest
+  kernels. A dtype missing from `peaks_flops_s` is charged the highest peak given."""
+  from benchmarks import throughput  # pylint: disable=import-outside-toplevel
+  hlo = profile_step.parse_hlo(hlo_text)
+  fastest = max(peaks_flops_s.values())
+
+  def bounds(kernel):
+    return (kernel['bytes'] / bandwidth_bytes_s,
+            sum(f / peaks_flops_s.get(d, fastest) for f, d in kernel['matmuls']))
+
+  found, unknown = kernels(hlo, lambda k: max(bounds(k)))
+  total = collections.Counter()
+  by_kind = collections.defaultdict(collections.Counter)
+  by_layer = collections.Counter()
+  for k in found:
+    memory_s, compute_s = bounds(k)
+    k['bound'] = 'memory' if memory_s >= compute_s else 'compute'
+    step_s = k['seconds'] * k['times']
+    total.update(seconds=step_s, flops=k['flops'] * k['times'], bytes=k['bytes'] * k['times'],
+                 kernels=k['times'],
+                 memory_bound_seconds=step_s if k['bound'] == 'memory' else 0)
+    by_kind[k['kind']].update(seconds=step_s, kernels=k['times'], flops=k['flops'] * k['times'],
+                              bytes=k['bytes'] * k['times'])
+    by_layer[profile_step.layer(k['op_name'])] += step_s
+  seconds = total['seconds'] or float('nan')
+  peak = peaks_flops_s.get(compute_dtype, fastest)
+  kinds = {kind: dict(seconds=_sig(c['seconds']), share=round(c['seconds'] / seconds, 4),
+                      kernels=c['kernels'], flops_per_sample=c['flops'] / batch,
+                      bytes_per_sample=c['bytes'] / batch)
+           for kind, c in sorted(by_kind.items(), key=lambda kv: -kv[1]['seconds'])}
+  layers = {layer: dict(seconds=_sig(s), share=round(s / seconds, 4))
+            for layer, s in by_layer.most_common()}
+  costliest = sorted(found, key=lambda k: -k['seconds'] * k['times'])[:top]
+  top_kernels = [dict(name=k['name'], opcode=k['opcode'], kind=k['kind'], target=k['target'],
+                      dtype=k['dtype'], operand_dtypes=k['operand_dtypes'], bytes=k['bytes'],
+                      flops=k['flops'], times=k['times'], bound=k['bound'],
+                      seconds=_sig(k['seconds'] * k['times']), op_name=k['op_name'])
+                 for k in costliest]
+  return dict(
+      kernels=total['kernels'], kernel_instructions=len(found), flops=total['flops'],
+      bytes=total['bytes'], flops_per_sample=total['flops'] / batch,
+      bytes_per_sample=total['bytes'] / batch,
+      roofline_s=_sig(total['seconds']), roofline_samples_per_s=_sig(batch / seconds),
+      memory_bound_share=round(total['memory_bound_seconds'] / seconds, 4),
+      mfu_bound=round(total['flops'] / seconds / peak, 4), mfu_peak_dtype=compute_dtype,
+      unknown_trip_count_loops=unknown, by_kind=kinds, by_layer=layers, top_kernels=top_kernels,
+      matmul_ops=throughput.matmul_ops(hlo_text))
+
+
+# --- the tool ---------------------------------------------------------------------------------
+
+_COMPUTE_DTYPE = {'bfloat16': 'bf16', 'float32': 'f32'}  # --dtype -> its HLO matmul operands'
+
+
+def project(model_name: str, kind: str, batch: int, *, target: str, bandwidth: float,
+            peaks: dict, dtype: str, conv_algorithm: str, matmul_outputs: Optional[str],
+            microbatches: int = 1, bn_group_size: Optional[int] = None) -> dict:
+  """One row: compile for `target`, XLA's memory plan against the target's memory, and the
+  roofline."""
+  hlo_text, memory, seconds = compile_step(
+      model_name, kind, batch, dtype, conv_algorithm, matmul_outputs, microbatches, target,
+      bn_group_size=bn_group_size)
+  memory['device_bytes'] = memory_bytes(target)
+  # JAX lets its GPU allocator take 75% of the device (XLA_PYTHON_CLIENT_MEM_FRACTION's
+  # default) whether or not it preallocates: a step needing more fails there.
+  memory['jax_usable_bytes'] = int(memory['device_bytes'] * (
+      JAX_MEM_FRACTION if TARGETS[target].platform == 'cuda' else 1.0))
+  memory['fits'] = memory['peak'] <= memory['jax_usable_bytes']
+  return dict(kind=kind, batch=batch, compile_s=round(seconds, 2), memory=memory,
+              roofline=hlo_roofline(hlo_text, bandwidth, peaks, batch,
+                                    compute_dtype=_COMPUTE_DTYPE[dtype]))
+
+
+def _parser(targets) -> argparse.ArgumentParser:
+  from benchmarks import throughput  # pylint: disable=import-outside-toplevel
+  from istanet_jax import model as model_lib  # pylint: disable=import-outside-toplevel
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--target', default='h100', choices=targets)
+  parser.add_argument('--model', default='ntu26', choices=sorted(throughput.MODEL_ARGS))
+  parser.add_argument('--kind', default='train', choices=['train', 'eval'])
+  parser.add_argument('--batch', default='128', help='comma-separated: one compile each')
+  parser.add_argument('--dtype', default='bfloat16', choices=sorted(_COMPUTE_DTYPE))
+  throughput.add_conv_algorithm_flag(parser)
+  parser.add_argument('--microbatches', type=int, default=1)
+  parser.add_argument('--bn_group_size', type=int, default=None)
+  parser.add_argument('--bandwidth_gbs', type=float, default=None,
+                      help='memory bandwidth in GB/s (default: the GPU\'s; needed for cpu)')
+  parser.add_argument('--peak_tflops', type=float, default=None,
+                      help='dense matmul peak for every dtype (default: the GPU\'s tensor-core '
+                      'peaks, float32 as TF32; needed for cpu)')
+  parser.add_argument('--out', default=None, help='JSON path (default: print only)')
+  throughput.add_host_flag(parser)
+  return parser
+
+
+def main(argv=None):
+  argv = list(sys.argv[1:] if argv is None else argv)
+  first = argparse.ArgumentParser(add_help=False)
+  first.add_argument('--target', default='h100', choices=sorted(TARGETS))
+  target = first.parse_known_args(argv)[0].target
+  if not {'-h', '--help'} & set(argv):
+    configure_environment(target)  # before the imports below bring in JAX
+  args = _parser(sorted(TARGETS)).parse_args(argv)
+  from benchmarks import throughput  # pylint: disable=import-outside-toplevel
+  from istanet_jax import model as model_lib  # pylint: disable=import-outside-toplevel
+  throughput.configure_host(args)
+  spec = TARGETS[target]
+  if args.bandwidth_gbs is None and spec.bandwidth is None:
+    raise SystemExit(f'--target {target} needs --bandwidth_gbs (its memory bandwidth)')
+  bandwidth = args.bandwidth_gbs * 1e9 if args.bandwidth_gbs is not None else spec.bandwidth
+  peaks = peaks_flops_s(target, args.peak_tflops)
+  matmul_outputs = model_lib.resolve_matmul_outputs(args.matmul_outputs, spec.platform)
+  report = dict(
+      projection=True, note=NOTE, target=target, device_kind=spec.device_kind or 'cpu',
+      bandwidth_bytes_s=bandwidth, peaks_flops_s=peaks, model=args.model, kind=args.kind,
+      dtype=args.dtype, conv_algorithm=args.conv_algorithm, matmul_outputs=matmul_outputs,
+      microbatches=args.microbatches, bn_group_size=args.bn_group_size, results=[])
+  for batch in throughput.parse_batches(args.batch):
+    report['results'].append(project(
+        args.model, args.kind, batch, target=target, bandwidth=bandwidth, peaks=peaks,
+        dtype=args.dtype, conv_algorithm=args.conv_algorithm, matmul_outputs=matmul_outputs,
+        microbatches=args.microbatches, bn_group_size=args.bn_group_size))
+  report['environment'] = dict(throughput.environment(), cuda_plugin=plugin_versions())
+  report['command'] = ' '.join(['python -m benchmarks.gpu_compile'] + argv)
+  throughput.write_report(report, args.out)
+  return report
+
+
+if __name__ == '__main__':
+  main()
