@@ -100,15 +100,15 @@ def test_bfloat16_compute_stays_close_to_float32(train, tolerance):
   """bf16 compute, float32 parameters: within 1e-2 of max |logit| in train mode on the parity
   inputs and 5e-2 in eval mode (the ntu26 case's perturbed running statistics amplify input
   differences ~1e4-fold); top-1 unchanged. Both kinds of products (`matmul_outputs`: float32
-  as on the CPU, bf16 as on a GPU)."""
+  as on the CPU, bf16 as on a GPU). Against the reference's logits (the parity tests pin ours in
+  float32 to them within 2e-4, the cases have no dropout)."""
   for name in ('pad_odd', 'ntu26'):
     case = Case(name)
     state = {k: v.astype(np.float32) if v.dtype == np.float64 else v
              for k, v in case.state_dict().items()}
     v = torch_compat.variables_from_state_dict(state, case.model_args)
     x = jnp.asarray(case.x, jnp.float32)
-    m32 = torch_compat.model_from_reference_args(case.model_args)
-    a, _ = apply_model(m32, v, x, train=train)
+    a = jnp.asarray(case.arrays['logits_train' if train else 'logits_eval'], jnp.float32)
     for outputs in ('float32', 'compute'):
       m16 = torch_compat.model_from_reference_args(case.model_args, dtype=jnp.bfloat16,
                                                    matmul_outputs=outputs)
