@@ -500,7 +500,6 @@ def project(model_name: str, kind: str, batch: int, *, target: str, bandwidth: f
 
 def _parser(targets) -> argparse.ArgumentParser:
   from benchmarks import throughput  # pylint: disable=import-outside-toplevel
-  from istanet_jax import model as model_lib  # pylint: disable=import-outside-toplevel
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--target', default='h100', choices=targets)
   parser.add_argument('--model', default='ntu26', choices=sorted(throughput.MODEL_ARGS))

@@ -238,13 +238,11 @@ def test_winograd_conv_float32_error(k, length):
     assert np.abs(np.asarray(a, np.float64) - b).max() / np.abs(b).max() < 2e-5
 
 
-def test_bfloat16_matmuls_take_bf16_and_give_float32_on_cpu():
-  """XLA:CPU multiplies bf16 on the matrix units only with float32 products: the bf16 train
-  step must have no bf16-output matmul and no convolution left, and its gradients follow
-  float32's."""
+def _tiny_gradients():
+  """(TINY in float32, its variables, grads(model) -> the jitted gradient, at those variables'
+  params, of `model`'s train-mode loss on one fixed batch)."""
   from istanet_jax import losses
   model32 = torch_compat.model_from_reference_args(TINY)
-  model16 = torch_compat.model_from_reference_args(TINY, dtype=jnp.bfloat16)
   x = jnp.asarray(np.random.default_rng(3).normal(size=(4, 3, 12, 10, 2)), jnp.float32)
   y = jnp.arange(4) % 6
   v = model32.init(jax.random.key(0), jnp.moveaxis(x, 1, -1), train=False)
@@ -254,6 +252,15 @@ def test_bfloat16_matmuls_take_bf16_and_give_float32_on_cpu():
       logits, _ = apply_model(model, {**v, 'params': params}, x, train=True)
       return losses.label_smoothing_cross_entropy(logits, y).mean()
     return jax.jit(jax.grad(loss))
+  return model32, v, grads
+
+
+def test_bfloat16_matmuls_take_bf16_and_give_float32_on_cpu():
+  """XLA:CPU multiplies bf16 on the matrix units only with float32 products: the bf16 train
+  step must have no bf16-output matmul and no convolution left, and its gradients follow
+  float32's."""
+  model32, v, grads = _tiny_gradients()
+  model16 = torch_compat.model_from_reference_args(TINY, dtype=jnp.bfloat16)
 
   hlo = grads(model16).lower(v['params']).compile().as_text()
   assert ' convolution(' not in hlo
@@ -275,23 +282,13 @@ def test_matmul_outputs_pick_the_products_dtype():
   """'float32' (the CPU's choice): every bf16 matmul gives float32; 'compute' (elsewhere): every
   activation-sized product is bf16, as under torch.autocast, and only small ones (the attention
   logits, weight gradients) stay float32; the gradients follow float32's either way."""
-  from istanet_jax import losses
   assert model_lib.resolve_matmul_outputs('auto', 'cpu') == 'float32'
   assert model_lib.resolve_matmul_outputs('auto', 'cuda') == 'compute'
   assert model_lib.resolve_matmul_outputs('compute', 'cpu') == 'compute'
   assert model_lib.resolve_matmul_outputs('auto') == 'float32'  # this machine
   with pytest.raises(ValueError, match="matmul_outputs must be one of"):
     torch_compat.model_from_reference_args(TINY, matmul_outputs='bf16')
-  model32 = torch_compat.model_from_reference_args(TINY)
-  x = jnp.asarray(np.random.default_rng(3).normal(size=(4, 3, 12, 10, 2)), jnp.float32)
-  y = jnp.arange(4) % 6
-  v = model32.init(jax.random.key(0), jnp.moveaxis(x, 1, -1), train=False)
-
-  def grads(model):
-    def loss(params):
-      logits, _ = apply_model(model, {**v, 'params': params}, x, train=True)
-      return losses.label_smoothing_cross_entropy(logits, y).mean()
-    return jax.jit(jax.grad(loss))
+  model32, v, grads = _tiny_gradients()
 
   activation = 4 * 6 * 4 * 10 * 8  # N * U * Tw * JE * C of the first block
   g32 = jnp.concatenate([g.ravel() for g in jax.tree.leaves(grads(model32)(v['params']))])
