@@ -8,6 +8,7 @@ import os
 import pytest
 
 from benchmarks import throughput
+from istanet_jax import host
 
 
 def test_throughput_writes_results_json(tmp_path, capsys):
@@ -27,12 +28,17 @@ def test_throughput_writes_results_json(tmp_path, capsys):
   assert all(0 <= r['first_call_kernel_s'] <= r['first_call_s'] * os.cpu_count()
              for r in report['results'])
   assert report['environment']['processor']  # the CPU is named (/proc/cpuinfo on Linux)
-  # What istanet_jax.host.configure() did in this process (the conftest applied it).
-  assert report['environment']['host_defaults'] == {'xnnpack': True, 'no_loop_unrolling': True,
-                                                    'malloc': True,
-                                                    'malloc_arena_max': None,
-                                                    'sync_cpu_dispatch': True,
-                                                    'gc_threshold0': 10_000}
+  # What istanet_jax.host.configure() did in this process (the conftest applied it). The XLA
+  # flags it adds are only reported where this process added them: a pytest-xdist worker
+  # inherits them from the controller's environment.
+  done = report['environment']['host_defaults']
+  assert done == host.configure()
+  assert {k: done[k] for k in ('malloc', 'malloc_arena_max', 'sync_cpu_dispatch',
+                               'gc_threshold0')} == {'malloc': True, 'malloc_arena_max': None,
+                                                     'sync_cpu_dispatch': True,
+                                                     'gc_threshold0': 10_000}
+  assert '--xla_cpu_use_xnnpack=true' in os.environ['XLA_FLAGS']
+  assert 'xla_cpu_disable_loop_unrolling' in os.environ['XLA_FLAGS']
   assert gc.get_threshold()[0] == 10_000
 
 
