@@ -25,9 +25,13 @@ pads 16-bit matmul dimensions to multiples of 8 (150 tokens to 152), and the mod
 forms per platform, so a CPU compile of the same step counts other FLOPs.
 
 A projection, not a measurement: nothing ran and nothing was autotuned; real kernels reach
-neither peak (cuBLAS / cuDNN efficiency at these shapes, launch gaps, cache misses), and
-matmuls compile here as cuBLAS calls because Triton's GEMM fusions need the autotuner to pick
-their tiles (`--xla_gpu_enable_triton_gemm=false`), so a GPU run may fuse differently. XLA's
+neither peak (cuBLAS / cuDNN efficiency at these shapes, launch gaps, cache misses). Matmuls
+compile as cuBLAS calls (`--gemm cublas`, the default: `--xla_gpu_enable_triton_gemm=false`),
+for which XLA pads 16-bit operands to multiples of 8 in copies of their own, or as Triton GEMM
+fusions with XLA's default tiles (`--gemm triton`: `--xla_gpu_autotune_level=0`; without a GPU
+there is nothing to autotune on), which take sizes as they are and read some operands through
+fused slices and transposes. On a GPU XLA's autotuner picks between the two per matmul, so the
+GPU's program lies between these; XLA_FLAGS naming either flag overrides `--gemm`. XLA's
 `cost_analysis()` is empty for a deviceless executable, hence the parser.
 """
 
@@ -53,8 +57,8 @@ from benchmarks import profile_step  # pylint: disable=wrong-import-position  (n
 NOTE = ('A roofline projection from compiling without the device, not a measurement: each '
         'kernel is charged max(bytes / bandwidth, FLOPs / dense peak), with no autotuning, '
         'library (cuBLAS/cuDNN) efficiency, launch overhead or cache effects, so the step '
-        'time is >= roofline_s and MFU <= mfu_bound. Matmuls are cuBLAS calls here (Triton '
-        'GEMM fusions off: they need the autotuner), so a GPU run may fuse differently.')
+        'time is >= roofline_s and MFU <= mfu_bound. Matmuls are cuBLAS calls or Triton GEMM '
+        'fusions with default tiles (`gemm`); a GPU autotunes between the two per matmul.')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,8 +130,10 @@ _INSTALL = ('--target {target} compiles for a GPU without one and needs the CUDA
             '  /tmp/venvgpu/bin/python -m benchmarks.gpu_compile ...')
 _PLUGINS = ('jax-cuda12-plugin', 'jax-cuda12-pjrt')
 JAX_MEM_FRACTION = 0.75
-# Without a GPU, a Triton GEMM fusion finds no tiles (no autotuner) and the compile fails.
-_NO_TRITON_GEMM = '--xla_gpu_enable_triton_gemm=false'
+# How matmuls compile (--gemm): XLA_FLAGS for each. Without a GPU, Triton GEMM fusions compile
+# only with autotuning off (level 0: XLA's default tiles).
+GEMM_FLAGS = {'cublas': '--xla_gpu_enable_triton_gemm=false',
+              'triton': '--xla_gpu_autotune_level=0'}
 
 
 def _version(package: str) -> Optional[str]:
@@ -141,10 +147,11 @@ def plugin_versions() -> dict:
   return {p: _version(p) for p in _PLUGINS}
 
 
-def configure_environment(target: str) -> None:
-  """For a GPU target: the CUDA plugin is checked and the deviceless settings made. Must run
-  before JAX is first imported (JAX reads JAX_PLATFORMS then, XLA_FLAGS when its first backend
-  starts); exits with the install commands where the plugin is missing or of another version."""
+def configure_environment(target: str, gemm: str = 'cublas') -> None:
+  """For a GPU target: the CUDA plugin is checked and the deviceless settings made, matmuls
+  as `gemm` (GEMM_FLAGS). Must run before JAX is first imported (JAX reads JAX_PLATFORMS then,
+  XLA_FLAGS when its first backend starts); exits with the install commands where the plugin
+  is missing or of another version."""
   if TARGETS[target].platform != 'cuda':
     return
   jax_version, versions = _version('jax'), plugin_versions()
@@ -154,8 +161,8 @@ def configure_environment(target: str) -> None:
   os.environ.setdefault('JAX_PLATFORMS', 'cpu,cuda')
   os.environ.setdefault('JAX_SKIP_CUDA_CONSTRAINTS_CHECK', '1')  # no CUDA libraries to check
   flags = os.environ.get('XLA_FLAGS', '')
-  if 'xla_gpu_enable_triton_gemm' not in flags:
-    os.environ['XLA_FLAGS'] = f'{flags} {_NO_TRITON_GEMM}'.strip()
+  if 'xla_gpu_enable_triton_gemm' not in flags and 'xla_gpu_autotune_level' not in flags:
+    os.environ['XLA_FLAGS'] = f'{flags} {GEMM_FLAGS[gemm]}'.strip()
 
 
 def deviceless_mesh(target: str):
@@ -245,6 +252,11 @@ _FREE = frozenset({'parameter', 'constant', 'get-tuple-element', 'tuple', 'bitca
                    'after-all', 'opt-barrier', 'partition-id', 'replica-id', 'add-dependency',
                    'domain', 'async-done', 'async-update', 'copy-done'})
 _SLICES = frozenset({'slice', 'dynamic-slice'})
+# Ops by which one output element of a loop fusion can depend on many elements of an operand;
+# a fusion of none of them reads at most one element of each operand per element it writes.
+_GATHERING = frozenset({'reduce', 'reduce-window', 'dot', 'convolution', 'scatter', 'sort',
+                        'select-and-scatter', 'fusion', 'call', 'while', 'custom-call',
+                        'map', 'fft', 'triangular-solve', 'cholesky'})
 
 
 def _arrays(shape: str) -> list[tuple[str, list[int]]]:
@@ -322,8 +334,10 @@ def _users(computation: str, hlo: dict) -> dict:
 
 def kernel_bytes(name: str, hlo: dict) -> int:
   """Bytes a kernel reads and writes in device memory: its operands and results, except that a
-  sliced operand is read only as far as its slices go and a buffer updated in place
-  (dynamic-update-slice) costs only its update, read and written."""
+  sliced operand is read only as far as its slices go, a buffer updated in place
+  (dynamic-update-slice) costs only its update, read and written, and a fusion of elementwise,
+  layout and slicing ops (none of _GATHERING) reads of each operand at most one element per
+  element it writes (e.g. a slice at its root, after a convert)."""
   ins = hlo['instructions'][name]
   shape_of = lambda operand: hlo['instructions'][operand].shape
   if ins.opcode in _SLICES:
@@ -338,20 +352,24 @@ def kernel_bytes(name: str, hlo: dict) -> int:
   parameters = {m.parameter: n for n, m in zip(hlo['members'].get(fused, []), members)
                 if m.opcode == 'parameter'}
   users = _users(fused, hlo)
+  root = hlo['instructions'].get(hlo['roots'].get(fused, ''))
+  outputs = ([] if root is None else [hlo['instructions'][o] for o in root.operands]
+             if root.opcode == 'tuple' else [root])
+  elements = math.inf
+  if outputs and not hlo['computations'].get(fused, set()) & _GATHERING:
+    elements = sum(math.prod(dims) for o in outputs for _, dims in _arrays(o.shape))
   read = 0
   for i, operand in enumerate(ins.operands):
     uses = users.get(parameters.get(i), [])
     if uses and all(u.opcode in _SLICES for u in uses):
-      read += min(nbytes(shape_of(operand)), sum(nbytes(u.shape) for u in uses))
+      size = min(nbytes(shape_of(operand)), sum(nbytes(u.shape) for u in uses))
     elif uses and all(u.opcode == 'dynamic-update-slice' and u.operands[0] == parameters[i]
                       for u in uses):
-      pass  # updated in place: the update is counted as written below
+      size = 0  # updated in place: the update is counted as written below
     else:
-      read += nbytes(shape_of(operand))
-  root = hlo['instructions'].get(hlo['roots'].get(fused, ''))
-  if root is not None:
-    outputs = ([hlo['instructions'][o] for o in root.operands] if root.opcode == 'tuple'
-               else [root])
+      size = nbytes(shape_of(operand))
+    read += int(min(size, elements * _itemsize(_arrays(shape_of(operand))[0][0])))
+  if outputs:
     written = sum(nbytes(shape_of(o.operands[1])) if o.opcode == 'dynamic-update-slice'
                   else nbytes(o.shape) for o in outputs)
   return read + written
@@ -509,6 +527,9 @@ def _parser(targets) -> argparse.ArgumentParser:
   throughput.add_conv_algorithm_flag(parser)
   parser.add_argument('--microbatches', type=int, default=1)
   parser.add_argument('--bn_group_size', type=int, default=None)
+  parser.add_argument('--gemm', default='cublas', choices=sorted(GEMM_FLAGS),
+                      help='a GPU\'s matmuls as cuBLAS calls or Triton GEMM fusions with '
+                      'default tiles (the module docstring)')
   parser.add_argument('--bandwidth_gbs', type=float, default=None,
                       help='memory bandwidth in GB/s (default: the GPU\'s; needed for cpu)')
   parser.add_argument('--peak_tflops', type=float, default=None,
@@ -523,9 +544,11 @@ def main(argv=None):
   argv = list(sys.argv[1:] if argv is None else argv)
   first = argparse.ArgumentParser(add_help=False)
   first.add_argument('--target', default='h100', choices=sorted(TARGETS))
-  target = first.parse_known_args(argv)[0].target
+  first.add_argument('--gemm', default='cublas', choices=sorted(GEMM_FLAGS))
+  known = first.parse_known_args(argv)[0]
+  target = known.target
   if not {'-h', '--help'} & set(argv):
-    configure_environment(target)  # before the imports below bring in JAX
+    configure_environment(target, known.gemm)  # before the imports below bring in JAX
   args = _parser(sorted(TARGETS)).parse_args(argv)
   from benchmarks import throughput  # pylint: disable=import-outside-toplevel
   from istanet_jax import model as model_lib  # pylint: disable=import-outside-toplevel
@@ -540,7 +563,8 @@ def main(argv=None):
       projection=True, note=NOTE, target=target, device_kind=spec.device_kind or 'cpu',
       bandwidth_bytes_s=bandwidth, peaks_flops_s=peaks, model=args.model, kind=args.kind,
       dtype=args.dtype, conv_algorithm=args.conv_algorithm, matmul_outputs=matmul_outputs,
-      microbatches=args.microbatches, bn_group_size=args.bn_group_size, results=[])
+      gemm=args.gemm if spec.platform == 'cuda' else None, microbatches=args.microbatches,
+      bn_group_size=args.bn_group_size, results=[])
   for batch in throughput.parse_batches(args.batch):
     report['results'].append(project(
         args.model, args.kind, batch, target=target, bandwidth=bandwidth, peaks=peaks,

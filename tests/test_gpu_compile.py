@@ -105,6 +105,52 @@ def test_slices_and_in_place_updates_move_only_their_part():
   assert updated['kernels'] == 1 and updated['bytes_per_sample'] == 2 * part_bytes + 4
 
 
+# A loop fusion as XLA:GPU left the first value of a BatchNorm input per channel: a convert and
+# a bias add of the whole array, then a slice at the root; and a reduction over the same input.
+_SLICE_AT_ROOT_HLO = """HloModule slice_at_root
+
+%fused_slice (p0: bf16[1024,128], p1: f32[128]) -> f32[1,128] {
+  %p0 = bf16[1024,128]{1,0} parameter(0)
+  %c = f32[1024,128]{1,0} convert(%p0)
+  %p1 = f32[128]{0} parameter(1)
+  %b = f32[1024,128]{1,0} broadcast(%p1), dimensions={1}
+  %a = f32[1024,128]{1,0} add(%c, %b)
+  ROOT %s = f32[1,128]{1,0} slice(%a), slice={[0:1], [0:128]}
+}
+
+%add (x: f32[], y: f32[]) -> f32[] {
+  %x = f32[] parameter(0)
+  %y = f32[] parameter(1)
+  ROOT %sum = f32[] add(%x, %y)
+}
+
+%fused_reduce (q0: bf16[1024,128]) -> f32[128] {
+  %q0 = bf16[1024,128]{1,0} parameter(0)
+  %qc = f32[1024,128]{1,0} convert(%q0)
+  %zero = f32[] constant(0)
+  ROOT %r = f32[128]{0} reduce(%qc, %zero), dimensions={0}, to_apply=%add
+}
+
+ENTRY %main (x: bf16[1024,128], y: f32[128]) -> (f32[1,128], f32[128]) {
+  %x = bf16[1024,128]{1,0} parameter(0)
+  %y = f32[128]{0} parameter(1)
+  %first = f32[1,128]{1,0} fusion(%x, %y), kind=kLoop, calls=%fused_slice
+  %total = f32[128]{0} fusion(%x), kind=kInput, calls=%fused_reduce
+  ROOT %t = (f32[1,128]{1,0}, f32[128]{0}) tuple(%first, %total)
+}
+"""
+
+
+def test_a_fusion_of_elementwise_ops_reads_at_most_what_it_writes():
+  from benchmarks import profile_step  # pylint: disable=import-outside-toplevel
+  hlo = profile_step.parse_hlo(_SLICE_AT_ROOT_HLO)
+  # 128 values of each operand (bf16, f32) for the 128 it writes, not the whole 256 KiB input
+  # (the charge that once made one-pass BatchNorm statistics look no cheaper).
+  assert gpu_compile.kernel_bytes('first', hlo) == 128 * 2 + 128 * 4 + 128 * 4
+  # A reduction reads every element it sums.
+  assert gpu_compile.kernel_bytes('total', hlo) == 1024 * 128 * 2 + 128 * 4
+
+
 def test_stored_gpu_module_library_calls_and_fusions():
   from benchmarks import profile_step  # pylint: disable=import-outside-toplevel
   with open(FIXTURE) as f:
@@ -200,6 +246,12 @@ def test_gpu_environment_is_set_before_jax_starts(monkeypatch):
   assert os.environ['JAX_PLATFORMS'] == 'cpu,cuda'
   assert os.environ['XLA_FLAGS'].split() == ['--xla_force_host_platform_device_count=8',
                                              '--xla_gpu_enable_triton_gemm=false']
+  monkeypatch.setenv('XLA_FLAGS', '')
+  gpu_compile.configure_environment('h100', 'triton')  # Triton GEMM fusions, default tiles
+  assert os.environ['XLA_FLAGS'] == '--xla_gpu_autotune_level=0'
+  monkeypatch.setenv('XLA_FLAGS', '--xla_gpu_enable_triton_gemm=true')
+  gpu_compile.configure_environment('h100')  # the user's choice stands
+  assert os.environ['XLA_FLAGS'] == '--xla_gpu_enable_triton_gemm=true'
   config = gpu_compile.TARGETS['h200'].target_config
   assert 'memory_bandwidth: 4800000000000' in config and 'core_count: 132' in config
 

@@ -81,6 +81,33 @@ def test_batchnorm_running_variance_is_unbiased():
                              (flat - flat.mean(0)) / np.sqrt(flat.var(0) + 1e-5), atol=1e-5)
 
 
+def test_batchnorm_statistics_are_one_pass_moments_about_the_running_mean():
+  """Far from zero (mean 1000, std 1), E[x^2] - E[x]^2 in float32 about zero would lose the
+  variance (ulp(1e6) = 0.06); about a running mean near the batch's it is exact to ~1e-6."""
+  x64 = np.random.default_rng(2).normal(1000.0, 1.0, size=(64, 8, 3))
+  x = jnp.asarray(x64, jnp.float32)
+  flat = np.asarray(x, np.float64).reshape(-1, 3)
+  bn = BatchNorm(momentum=1.0)  # the running statistics become the batch's
+  v = bn.init(jax.random.key(0), x, train=False)
+  v = {'batch_stats': {**v['batch_stats'], 'running_mean': jnp.full((3,), 999.5)}, **{
+      k: w for k, w in v.items() if k != 'batch_stats'}}
+  y, upd = bn.apply(v, x, train=True, mutable=['batch_stats'])
+  np.testing.assert_allclose(upd['batch_stats']['running_mean'], flat.mean(0), rtol=1e-6)
+  np.testing.assert_allclose(upd['batch_stats']['running_var'], flat.var(0, ddof=1), rtol=1e-4)
+  np.testing.assert_allclose(np.asarray(y).reshape(-1, 3),
+                             (flat - flat.mean(0)) / np.sqrt(flat.var(0) + 1e-5), atol=2e-3)
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_leaky_relu_backward_from_its_output_is_autodiffs(dtype):
+  x = jnp.asarray([-2.0, -0.5, -0.0, 0.0, 0.25, 3.0], dtype)
+  g = jnp.asarray([1.0, -2.0, 3.0, 4.0, -5.0, 6.0], dtype)
+  ours = jax.vjp(model_lib.leaky_relu, x)[1](g)[0]
+  plain = jax.vjp(lambda x: jax.nn.leaky_relu(x, model_lib.LEAKY_SLOPE), x)[1](g)[0]
+  assert ours.dtype == dtype
+  np.testing.assert_array_equal(np.asarray(ours, np.float32), np.asarray(plain, np.float32))
+
+
 def test_ghost_batch_norm_equals_separate_sub_batches():
   x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 12, 10, 2, 3)), jnp.float32)
   plain = torch_compat.model_from_reference_args(TINY)
