@@ -754,10 +754,7 @@ class TSABlock(nn.Module):
     # H100 train step's projected memory traffic). Heads stack along channels, head major, as
     # the reference's view(N, H*C, ...): `proj` concatenates.
     values = x.reshape(n, u, tw * je * c)
-    if not _is_16bit(x.dtype):
-      mixed = jnp.einsum('nap,npk->nak', jnp.swapaxes(atten, 2, 3).reshape(n, h * u, u), values,
-                         precision=self.precision)
-    elif outputs == 'float32':
+    if _is_16bit(x.dtype) and outputs == 'float32':
       mixed = _einsum('nhap,npk->nhak', jnp.swapaxes(atten, 2, 3), values, self.precision,
                       outputs)
     else:

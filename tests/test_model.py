@@ -89,8 +89,7 @@ def test_batchnorm_statistics_are_one_pass_moments_about_the_running_mean():
   flat = np.asarray(x, np.float64).reshape(-1, 3)
   bn = BatchNorm(momentum=1.0)  # the running statistics become the batch's
   v = bn.init(jax.random.key(0), x, train=False)
-  v = {'batch_stats': {**v['batch_stats'], 'running_mean': jnp.full((3,), 999.5)}, **{
-      k: w for k, w in v.items() if k != 'batch_stats'}}
+  v = {**v, 'batch_stats': {**v['batch_stats'], 'running_mean': jnp.full((3,), 999.5)}}
   y, upd = bn.apply(v, x, train=True, mutable=['batch_stats'])
   np.testing.assert_allclose(upd['batch_stats']['running_mean'], flat.mean(0), rtol=1e-6)
   np.testing.assert_allclose(upd['batch_stats']['running_var'], flat.var(0, ddof=1), rtol=1e-4)
