@@ -598,12 +598,14 @@ def _batch_norm_train_bwd(epsilon, residuals, cotangents):
   dy = cotangents[0].astype(xs.dtype)
   axes = tuple(range(1, xs.ndim - 1))
   xhat = (xs - mean) * inv
-  all_but_channels = tuple(range(xs.ndim - 1))
-  dbias = dy.sum(all_but_channels)
-  dweight = (dy * xhat).sum(all_but_channels)
-  g = dy * weight
-  dx = inv * (g - g.mean(axes, keepdims=True) - xhat * (g * xhat).mean(axes, keepdims=True))
-  return dx, dweight, dbias, jnp.zeros_like(shift)
+  # Two sums per group, from which both parameter gradients and dx's means follow (four
+  # written out: XLA fuses them into separate passes over dy and xs).
+  dy_sum = dy.sum(axes, keepdims=True)
+  dy_xhat_sum = (dy * xhat).sum(axes, keepdims=True)
+  count = math.prod(xs.shape[1:-1])
+  dx = (inv * weight) * (dy - (dy_sum + xhat * dy_xhat_sum) / count)
+  all_groups = tuple(range(xs.ndim - 1))
+  return dx, dy_xhat_sum.sum(all_groups), dy_sum.sum(all_groups), jnp.zeros_like(shift)
 
 
 _batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
