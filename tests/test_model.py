@@ -97,6 +97,32 @@ def test_batchnorm_statistics_are_one_pass_moments_about_the_running_mean():
                              (flat - flat.mean(0)) / np.sqrt(flat.var(0) + 1e-5), atol=2e-3)
 
 
+@pytest.mark.parametrize('group_size', [None, 2])
+def test_batchnorm_backward_is_autodiffs(group_size):
+  """The hand-written backward (two sums per group) against autodiff of the plain formula."""
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(0.5, 2.0, size=(4, 6, 5, 3)), jnp.float32)
+  cotangent = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+  bn = BatchNorm(group_size=group_size)
+  v = bn.init(jax.random.key(0), x, train=False)
+  params = {'weight': jnp.asarray([0.5, -1.5, 2.0]), 'bias': jnp.asarray([0.1, 0.2, -0.3])}
+
+  def ours(params, x):
+    y, _ = bn.apply({**v, 'params': params}, x, train=True, mutable=['batch_stats'])
+    return jnp.vdot(y, cotangent)
+
+  def plain(params, x):
+    xs = x.reshape(-1, group_size or 4, *x.shape[1:])
+    axes = tuple(range(1, xs.ndim - 1))
+    mean, var = xs.mean(axes, keepdims=True), xs.var(axes, keepdims=True)
+    y = (xs - mean) / jnp.sqrt(var + 1e-5) * params['weight'] + params['bias']
+    return jnp.vdot(y.reshape(x.shape), cotangent)
+
+  got, want = jax.grad(ours, (0, 1))(params, x), jax.grad(plain, (0, 1))(params, x)
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
 def test_leaky_relu_backward_from_its_output_is_autodiffs(dtype):
   x = jnp.asarray([-2.0, -0.5, -0.0, 0.0, 0.25, 3.0], dtype)
