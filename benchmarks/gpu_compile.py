@@ -75,6 +75,9 @@ class Target:
   l2_bytes: int = 0
   # float32 matmuls run on the tensor cores as TF32 at XLA:GPU's default precision.
   tf32_tflops: Optional[float] = None
+  # What one device sends per second to its peers (NVLink 4 of an SXM board: 18 links x
+  # 25 GB/s each way), the rate of a ring collective's every step.
+  link_bandwidth: Optional[float] = None
 
   @property
   def target_config(self) -> str:
@@ -116,9 +119,11 @@ device_description_str: "{self.device_kind}"
 
 TARGETS = {
     'h100': Target('cuda', 'NVIDIA H100 80GB HBM3', bandwidth=3.35e12, memory_bytes=80 << 30,
-                   sms=132, clock_ghz=1.98, l2_bytes=50 << 20, tf32_tflops=494.7),
+                   sms=132, clock_ghz=1.98, l2_bytes=50 << 20, tf32_tflops=494.7,
+                   link_bandwidth=450e9),
     'h200': Target('cuda', 'NVIDIA H200', bandwidth=4.8e12, memory_bytes=141 * 10**9,
-                   sms=132, clock_ghz=1.98, l2_bytes=50 << 20, tf32_tflops=494.7),
+                   sms=132, clock_ghz=1.98, l2_bytes=50 << 20, tf32_tflops=494.7,
+                   link_bandwidth=450e9),
     'cpu': Target('cpu'),  # bandwidth and peak from the flags; memory: this machine's RAM
 }
 
@@ -147,12 +152,15 @@ def plugin_versions() -> dict:
   return {p: _version(p) for p in _PLUGINS}
 
 
-def configure_environment(target: str, gemm: str = 'cublas') -> None:
+def configure_environment(target: str, gemm: str = 'cublas', devices: int = 1) -> None:
   """For a GPU target: the CUDA plugin is checked and the deviceless settings made, matmuls
-  as `gemm` (GEMM_FLAGS). Must run before JAX is first imported (JAX reads JAX_PLATFORMS then,
-  XLA_FLAGS when its first backend starts); exits with the install commands where the plugin
-  is missing or of another version."""
+  as `gemm` (GEMM_FLAGS). For 'cpu' with several `devices`: as many host devices. Must run
+  before JAX is first imported (JAX reads JAX_PLATFORMS then, XLA_FLAGS when its first backend
+  starts); exits with the install commands where the plugin is missing or of another version."""
   if TARGETS[target].platform != 'cuda':
+    flags = os.environ.get('XLA_FLAGS', '')
+    if devices > 1 and 'xla_force_host_platform_device_count' not in flags:
+      os.environ['XLA_FLAGS'] = f'{flags} --xla_force_host_platform_device_count={devices}'.strip()
     return
   jax_version, versions = _version('jax'), plugin_versions()
   if any(v != jax_version for v in versions.values()):
@@ -165,23 +173,28 @@ def configure_environment(target: str, gemm: str = 'cublas') -> None:
     os.environ['XLA_FLAGS'] = f'{flags} {GEMM_FLAGS[gemm]}'.strip()
 
 
-def deviceless_mesh(target: str):
-  """A one-device mesh of the target: for a GPU the plugin's topology of the described GPU (no
-  device needed), for 'cpu' this machine's first CPU device."""
+def deviceless_mesh(target: str, devices: int = 1):
+  """A ('data',) mesh of `devices` devices of the target: for a GPU the plugin's topology of
+  that many described GPUs on one host (no device needed), for 'cpu' this machine's first CPU
+  devices."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   spec = TARGETS[target]
   if spec.platform == 'cpu':
-    return jax.sharding.Mesh(np.array(jax.devices('cpu')[:1]), ('data',))
+    found = jax.devices('cpu')[:devices]
+    if len(found) < devices:
+      raise SystemExit(f'--devices {devices}: JAX sees {len(found)} CPU devices (XLA_FLAGS '
+                       f'--xla_force_host_platform_device_count={devices} before JAX starts)')
+    return jax.sharding.Mesh(np.array(found), ('data',))
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
   try:
     topology = topologies.get_topology_desc(platform='cuda', target_config=spec.target_config,
-                                            topology='1x1x1')
+                                            topology=f'1x1x{devices}')
   except Exception as e:  # pylint: disable=broad-except  (the plugin's errors have no type)
     raise SystemExit(f'no deviceless CUDA topology ({e}); run in a fresh process with the '
                      'plugin installed: ' + _INSTALL.format(target=target, jax=jax.__version__)
                      ) from e
-  return topologies.make_mesh(topology, (1,), ('data',))
+  return topologies.make_mesh(topology, (devices,), ('data',))
 
 
 def peaks_flops_s(target: str, peak_tflops: Optional[float] = None) -> dict:
@@ -208,14 +221,23 @@ def memory_bytes(target: str) -> int:
 def compile_step(model_name: str, kind: str, batch: int, dtype: str = 'bfloat16',
                  conv_algorithm: str = 'xla', matmul_outputs: Optional[str] = None,
                  microbatches: int = 1, target: str = 'h100',
-                 bn_group_size: Optional[int] = None) -> tuple[str, dict, float]:
+                 bn_group_size: Optional[int] = None, devices: int = 1,
+                 config=None) -> tuple[str, dict, float]:
   """(compiled HLO text, XLA's memory plan in bytes, seconds to lower and compile) of
   `benchmarks.throughput`'s train step (variables, opt_state, x, y) or eval step (variables, x)
   for `target`. The concrete variables are made on the CPU; the step is lowered for abstract
-  arrays placed on the target's mesh, so nothing is put on the target."""
+  arrays placed on the target's mesh, so nothing is put on the target. On several `devices`
+  the batch (x, y) is split along the mesh's 'data' axis and the rest replicated, as
+  `istanet_jax.train` places them; the program and memory plan are then one device's. With a
+  `config` (its model and recipe, the arguments above already set in it) the step is the one
+  training runs instead (`_compile_config_step`)."""
   import jax  # pylint: disable=import-outside-toplevel
   from benchmarks import throughput  # pylint: disable=import-outside-toplevel
-  sharding = jax.sharding.NamedSharding(deviceless_mesh(target), jax.sharding.PartitionSpec())
+  mesh = deviceless_mesh(target, devices)
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+  if config is not None:
+    return _compile_config_step(config, kind, batch, mesh)
   model = throughput.make_model(model_name, dtype, conv_algorithm, bn_group_size,
                                 matmul_outputs=matmul_outputs)
   with jax.default_device(jax.devices('cpu')[0]):
@@ -225,15 +247,49 @@ def compile_step(model_name: str, kind: str, batch: int, dtype: str = 'bfloat16'
                   else (eval_step, (variables, x)))
   abstract = jax.tree_util.tree_map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), args)
+  batch_args = slice(2, 4) if kind == 'train' else slice(1, 2)
+  abstract = (*abstract[:batch_args.start],
+              *[jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=split)
+                for a in args[batch_args]], *abstract[batch_args.stop:])
   start = time.perf_counter()
   compiled = jitted.lower(*abstract).compile()
   seconds = time.perf_counter() - start
+  return compiled.as_text(), _memory_plan(compiled), seconds
+
+
+def _compile_config_step(config, kind: str, batch: int, mesh) -> tuple[str, dict, float]:
+  """`compile_step` for the train or eval step of `istanet_jax.train.jit_steps`: what
+  training runs for `config` (augmentation, loss masks, the non-finite guard, the schedule,
+  gradient accumulation), on abstract state and a synthetic batch of `batch` samples."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from benchmarks import first_step  # pylint: disable=import-outside-toplevel
+  from istanet_jax import steps, train  # pylint: disable=import-outside-toplevel
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+  model = steps.model_from_config(config)
+  tx = steps.make_optimizer(config, steps_per_epoch=100)
+  _, train_step, eval_step = train.jit_steps(config, model, tx, mesh)
+  with jax.default_device(jax.devices('cpu')[0]):
+    key = jax.random.key(config.seed)
+    state = jax.eval_shape(lambda k: steps.create_state(model, tx, k), key)
+  place = lambda tree, sharding: jax.tree_util.tree_map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), tree)
+  state, key = place(state, replicated), place(key, replicated)
+  data = place(first_step.synthetic_batch(config, batch), split)
+  start = time.perf_counter()
+  lowered = (train_step.lower(state, data, key) if kind == 'train'
+             else eval_step.lower(state, data))
+  compiled = lowered.compile()
+  return compiled.as_text(), _memory_plan(compiled), time.perf_counter() - start
+
+
+def _memory_plan(compiled) -> dict:
   plan = compiled.memory_analysis()
   memory = {k: int(getattr(plan, f'{k}_size_in_bytes')) for k in
             ('argument', 'output', 'alias', 'temp', 'generated_code')}
   # Donated state is aliased to the outputs: it is held once.
   memory['peak'] = memory['argument'] + memory['output'] - memory['alias'] + memory['temp']
-  return compiled.as_text(), memory, seconds
+  return memory
 
 
 # --- the roofline of compiled HLO -------------------------------------------------------------
@@ -250,7 +306,19 @@ _BRANCHES = re.compile(r'(?:branch_computations=\{([^}]*)\}|(?:true|false)_compu
 # start is counted.
 _FREE = frozenset({'parameter', 'constant', 'get-tuple-element', 'tuple', 'bitcast',
                    'after-all', 'opt-barrier', 'partition-id', 'replica-id', 'add-dependency',
-                   'domain', 'async-done', 'async-update', 'copy-done'})
+                   'domain', 'async-done', 'async-update', 'copy-done', 'all-reduce-done',
+                   'all-gather-done', 'collective-permute-done'})
+# Collectives (sync, or the start of an async pair): what one device sends of a payload of S
+# bytes (the larger of operands and results) in a ring over a group of n devices, in units of
+# S: all-reduce 2(n-1)/n (a reduce-scatter and an all-gather), the others (n-1)/n, a permute 1.
+_COLLECTIVES = {
+    'all-reduce': lambda n: 2 * (n - 1) / n, 'all-reduce-start': lambda n: 2 * (n - 1) / n,
+    'all-gather': lambda n: (n - 1) / n, 'all-gather-start': lambda n: (n - 1) / n,
+    'reduce-scatter': lambda n: (n - 1) / n, 'all-to-all': lambda n: (n - 1) / n,
+    'collective-permute': lambda n: 1.0, 'collective-permute-start': lambda n: 1.0}
+_GROUPS_LIST = re.compile(r'replica_groups=\{\{([0-9,]*)\}')
+_GROUPS_MESH = re.compile(r'replica_groups=mesh\[([^\]]*)\]\s*\{([^}]*)\}')
+_GROUPS_IOTA = re.compile(r'replica_groups=\[(\d+),(\d+)\]')
 _SLICES = frozenset({'slice', 'dynamic-slice'})
 # Ops by which one output element of a loop fusion can depend on many elements of an operand;
 # a fusion of none of them reads at most one element of each operand per element it writes.
@@ -390,11 +458,27 @@ def _kind(ins, hlo: dict) -> str:
   return ins.opcode
 
 
-def kernels(hlo: dict, seconds: Callable[[dict], float]) -> tuple[list[dict], list[str]]:
+def group_size(attributes: str, devices: int) -> int:
+  """How many devices take part in each group of a collective: its replica_groups' first
+  group, all `devices` where the groups are empty."""
+  mesh = _GROUPS_MESH.search(attributes)  # mesh['axis_0'=8,'axis_1'=1] {'axis_0'}
+  if mesh:
+    sizes = {a: int(n) for a, n in re.findall(r"'(\w+)'=(\d+)", mesh.group(1))}
+    return math.prod(sizes[a] for a in re.findall(r"'(\w+)'", mesh.group(2)))
+  listed = _GROUPS_LIST.search(attributes)
+  if listed:
+    return len([d for d in listed.group(1).split(',') if d])
+  iota = _GROUPS_IOTA.search(attributes)  # [groups, size]<=[devices]
+  return int(iota.group(2)) if iota else devices
+
+
+def kernels(hlo: dict, seconds: Callable[[dict], float],
+            devices: int = 1) -> tuple[list[dict], list[str]]:
   """(kernels, while loops without a known trip count). Each kernel: the instruction's figures
   for one launch and `times`, how often a step launches it (loops: the known trip count; the
   condition runs once more). A conditional counts its costliest branch by `seconds(kernel)`,
-  each kernel's time at one launch."""
+  each kernel's time at one launch. Collectives are kind 'collective', `bytes` their payload,
+  with the `group_size` of `devices` they run over."""
   unknown = []
 
   def walk(computation: str, times: int) -> list[dict]:
@@ -421,6 +505,15 @@ def kernels(hlo: dict, seconds: Callable[[dict], float]) -> tuple[list[dict], li
         called = _COMPUTATION_ARG['to_apply'].search(ins.attributes)
         for c in ([called.group(1)] if called else ins.calls):
           out += walk(c, times)
+      elif ins.opcode in _COLLECTIVES:
+        payload = max(nbytes(ins.shape), sum(nbytes(hlo['instructions'][o].shape)
+                                             for o in ins.operands))
+        kernel = dict(name=name, opcode=ins.opcode, kind='collective', target='',
+                      dtype=ins.dtype, bytes=payload, flops=0, matmuls=[],
+                      group_size=group_size(ins.attributes, devices), op_name=ins.op_name,
+                      times=times)
+        kernel['seconds'] = seconds(kernel)
+        out.append(kernel)
       else:
         matmuls = _matmuls(name, hlo)
         kernel = dict(
@@ -440,11 +533,18 @@ def _sig(x: float, digits: int = 4) -> float:
 
 
 def hlo_roofline(hlo_text: str, bandwidth_bytes_s: float, peaks_flops_s: dict, batch: int,
-                 compute_dtype: str = 'bf16', top: int = 25) -> dict:
+                 compute_dtype: str = 'bf16', top: int = 25, devices: int = 1,
+                 link_bytes_s: Optional[float] = None,
+                 collective_latency_s: float = 10e-6) -> dict:
   """The roofline of a compiled step (module docstring): totals per sample, the least step
   time `roofline_s`, the share of it spent in memory-bound kernels, the MFU bound against
   `peaks_flops_s[compute_dtype]`, time by kernel kind and by model layer, and the costliest
-  kernels. A dtype missing from `peaks_flops_s` is charged the highest peak given."""
+  kernels. A dtype missing from `peaks_flops_s` is charged the highest peak given.
+
+  A program of one of several `devices` (batch: that device's) also has `collectives`: each
+  charged `collective_latency_s` plus its ring traffic (`_COLLECTIVES`) at `link_bytes_s`,
+  outside `roofline_s` (they may overlap the kernels); `roofline_with_collectives_s` adds them,
+  as if nothing overlapped."""
   from benchmarks import throughput  # pylint: disable=import-outside-toplevel
   hlo = profile_step.parse_hlo(hlo_text)
   fastest = max(peaks_flops_s.values())
@@ -453,7 +553,21 @@ def hlo_roofline(hlo_text: str, bandwidth_bytes_s: float, peaks_flops_s: dict, b
     return (kernel['bytes'] / bandwidth_bytes_s,
             sum(f / peaks_flops_s.get(d, fastest) for f, d in kernel['matmuls']))
 
-  found, unknown = kernels(hlo, lambda k: max(bounds(k)))
+  def seconds(kernel):
+    if kernel['kind'] != 'collective':
+      return max(bounds(kernel))
+    if link_bytes_s is None:
+      raise ValueError('a program with collectives needs link_bytes_s')
+    factor = _COLLECTIVES[kernel['opcode']](kernel['group_size'])
+    return collective_latency_s + factor * kernel['bytes'] / link_bytes_s
+
+  found, unknown = kernels(hlo, seconds, devices)
+  communication = collections.defaultdict(collections.Counter)
+  for k in found:
+    if k['kind'] == 'collective':
+      communication[k['opcode'].removesuffix('-start')].update(
+          count=k['times'], bytes=k['bytes'] * k['times'], seconds=k['seconds'] * k['times'])
+  found = [k for k in found if k['kind'] != 'collective']
   total = collections.Counter()
   by_kind = collections.defaultdict(collections.Counter)
   by_layer = collections.Counter()
@@ -481,7 +595,15 @@ def hlo_roofline(hlo_text: str, bandwidth_bytes_s: float, peaks_flops_s: dict, b
                       flops=k['flops'], times=k['times'], bound=k['bound'],
                       seconds=_sig(k['seconds'] * k['times']), op_name=k['op_name'])
                  for k in costliest]
+  collective_s = sum(c['seconds'] for c in communication.values())
+  collectives = dict(
+      count=sum(c['count'] for c in communication.values()),
+      bytes=sum(c['bytes'] for c in communication.values()), seconds=_sig(collective_s),
+      by_op={op: dict(count=c['count'], bytes=c['bytes'], seconds=_sig(c['seconds']))
+             for op, c in sorted(communication.items())},
+      devices=devices, link_bytes_s=link_bytes_s, latency_s=collective_latency_s)
   return dict(
+      collectives=collectives, roofline_with_collectives_s=_sig(total['seconds'] + collective_s),
       kernels=total['kernels'], kernel_instructions=len(found), flops=total['flops'],
       bytes=total['bytes'], flops_per_sample=total['flops'] / batch,
       bytes_per_sample=total['bytes'] / batch,
@@ -499,21 +621,43 @@ _COMPUTE_DTYPE = {'bfloat16': 'bf16', 'float32': 'f32'}  # --dtype -> its HLO ma
 
 def project(model_name: str, kind: str, batch: int, *, target: str, bandwidth: float,
             peaks: dict, dtype: str, conv_algorithm: str, matmul_outputs: Optional[str],
-            microbatches: int = 1, bn_group_size: Optional[int] = None) -> dict:
-  """One row: compile for `target`, XLA's memory plan against the target's memory, and the
-  roofline."""
+            microbatches: int = 1, bn_group_size: Optional[int] = None, devices: int = 1,
+            link_bandwidth: Optional[float] = None, collective_latency_s: float = 10e-6,
+            config: Optional[str] = None) -> dict:
+  """One row: compile for `target` (on `devices`, `batch` split over them), XLA's memory plan
+  against the target's memory, and the roofline, per device and with the collectives. With
+  `config` (configs/<name>.py[:arg]) the step is the one training runs for it, batch, dtype,
+  conv_algorithm, matmul_outputs, microbatches and bn_group_size (where given) set in it."""
+  if batch % devices:
+    raise SystemExit(f'batch {batch} does not split over {devices} devices')
+  loaded = None
+  if config is not None:
+    from istanet_jax import viz  # pylint: disable=import-outside-toplevel
+    loaded = viz.load_config(config)
+    loaded.batch_size = loaded.test_batch_size = batch
+    loaded.dtype, loaded.conv_algorithm = dtype, conv_algorithm
+    loaded.matmul_outputs, loaded.microbatches = matmul_outputs or 'auto', microbatches
+    if bn_group_size is not None:
+      loaded.bn_group_size = bn_group_size
   hlo_text, memory, seconds = compile_step(
       model_name, kind, batch, dtype, conv_algorithm, matmul_outputs, microbatches, target,
-      bn_group_size=bn_group_size)
+      bn_group_size=bn_group_size, devices=devices, config=loaded)
   memory['device_bytes'] = memory_bytes(target)
   # JAX lets its GPU allocator take 75% of the device (XLA_PYTHON_CLIENT_MEM_FRACTION's
   # default) whether or not it preallocates: a step needing more fails there.
   memory['jax_usable_bytes'] = int(memory['device_bytes'] * (
       JAX_MEM_FRACTION if TARGETS[target].platform == 'cuda' else 1.0))
   memory['fits'] = memory['peak'] <= memory['jax_usable_bytes']
-  return dict(kind=kind, batch=batch, compile_s=round(seconds, 2), memory=memory,
-              roofline=hlo_roofline(hlo_text, bandwidth, peaks, batch,
-                                    compute_dtype=_COMPUTE_DTYPE[dtype]))
+  roofline = hlo_roofline(hlo_text, bandwidth, peaks, batch // devices,
+                          compute_dtype=_COMPUTE_DTYPE[dtype], devices=devices,
+                          link_bytes_s=link_bandwidth, collective_latency_s=collective_latency_s)
+  row = dict(kind=kind, batch=batch, devices=devices, compile_s=round(seconds, 2),
+             memory=memory, roofline=roofline)
+  if loaded is not None:
+    row['bn_group_size'] = loaded.get('bn_group_size')
+  if devices > 1:
+    row['samples_per_s_all_devices'] = _sig(batch / roofline['roofline_with_collectives_s'])
+  return row
 
 
 def _parser(targets) -> argparse.ArgumentParser:
@@ -535,6 +679,17 @@ def _parser(targets) -> argparse.ArgumentParser:
   parser.add_argument('--peak_tflops', type=float, default=None,
                       help='dense matmul peak for every dtype (default: the GPU\'s tensor-core '
                       'peaks, float32 as TF32; needed for cpu)')
+  parser.add_argument('--config', default=None,
+                      help='configs/<name>.py[:arg]: the step training runs for it instead of '
+                      '--model\'s benchmark step (needs ml_collections)')
+  parser.add_argument('--devices', type=int, default=1,
+                      help='devices on one host, the batch split over them (hlo_roofline: '
+                      'collectives)')
+  parser.add_argument('--link_gbs', type=float, default=None,
+                      help='GB/s one device sends to its peers (default: the GPU\'s NVLink; '
+                      'needed for cpu with --devices)')
+  parser.add_argument('--collective_latency_us', type=float, default=10.0,
+                      help='fixed cost of each collective')
   parser.add_argument('--out', default=None, help='JSON path (default: print only)')
   throughput.add_host_flag(parser)
   return parser
@@ -545,10 +700,12 @@ def main(argv=None):
   first = argparse.ArgumentParser(add_help=False)
   first.add_argument('--target', default='h100', choices=sorted(TARGETS))
   first.add_argument('--gemm', default='cublas', choices=sorted(GEMM_FLAGS))
+  first.add_argument('--devices', type=int, default=1)
   known = first.parse_known_args(argv)[0]
   target = known.target
   if not {'-h', '--help'} & set(argv):
-    configure_environment(target, known.gemm)  # before the imports below bring in JAX
+    # before the imports below bring in JAX
+    configure_environment(target, known.gemm, known.devices)
   args = _parser(sorted(TARGETS)).parse_args(argv)
   from benchmarks import throughput  # pylint: disable=import-outside-toplevel
   from istanet_jax import model as model_lib  # pylint: disable=import-outside-toplevel
@@ -558,18 +715,23 @@ def main(argv=None):
     raise SystemExit(f'--target {target} needs --bandwidth_gbs (its memory bandwidth)')
   bandwidth = args.bandwidth_gbs * 1e9 if args.bandwidth_gbs is not None else spec.bandwidth
   peaks = peaks_flops_s(target, args.peak_tflops)
+  link = args.link_gbs * 1e9 if args.link_gbs is not None else spec.link_bandwidth
+  if args.devices > 1 and link is None:
+    raise SystemExit(f'--target {target} --devices {args.devices} needs --link_gbs')
   matmul_outputs = model_lib.resolve_matmul_outputs(args.matmul_outputs, spec.platform)
   report = dict(
       projection=True, note=NOTE, target=target, device_kind=spec.device_kind or 'cpu',
       bandwidth_bytes_s=bandwidth, peaks_flops_s=peaks, model=args.model, kind=args.kind,
       dtype=args.dtype, conv_algorithm=args.conv_algorithm, matmul_outputs=matmul_outputs,
       gemm=args.gemm if spec.platform == 'cuda' else None, microbatches=args.microbatches,
-      bn_group_size=args.bn_group_size, results=[])
+      bn_group_size=args.bn_group_size, devices=args.devices, config=args.config, results=[])
   for batch in throughput.parse_batches(args.batch):
     report['results'].append(project(
         args.model, args.kind, batch, target=target, bandwidth=bandwidth, peaks=peaks,
         dtype=args.dtype, conv_algorithm=args.conv_algorithm, matmul_outputs=matmul_outputs,
-        microbatches=args.microbatches, bn_group_size=args.bn_group_size))
+        microbatches=args.microbatches, bn_group_size=args.bn_group_size,
+        devices=args.devices, link_bandwidth=link,
+        collective_latency_s=args.collective_latency_us * 1e-6, config=args.config))
   report['environment'] = dict(throughput.environment(), cuda_plugin=plugin_versions())
   report['command'] = ' '.join(['python -m benchmarks.gpu_compile'] + argv)
   throughput.write_report(report, args.out)

@@ -151,6 +151,45 @@ def test_a_fusion_of_elementwise_ops_reads_at_most_what_it_writes():
   assert gpu_compile.kernel_bytes('total', hlo) == 1024 * 128 * 2 + 128 * 4
 
 
+# Collectives as XLA:GPU writes them for a ('data',) mesh of 8: the gradients' all-reduce over
+# all 8 (mesh-style groups, an async pair) and a BatchNorm statistic's over pairs (iota groups).
+_COLLECTIVES_HLO = """HloModule collectives
+
+%add (x: f32[], y: f32[]) -> f32[] {
+  %x = f32[] parameter(0)
+  %y = f32[] parameter(1)
+  ROOT %sum = f32[] add(%x, %y)
+}
+
+ENTRY %main (g: f32[1000000], s: f32[256]) -> (f32[1000000], f32[256]) {
+  %g = f32[1000000]{0} parameter(0)
+  %s = f32[256]{0} parameter(1)
+  %start = f32[1000000]{0} all-reduce-start(%g), channel_id=1, replica_groups=mesh['axis_0'=8,'axis_1'=1] {'axis_0'}, use_global_device_ids=true, to_apply=%add
+  %done = f32[1000000]{0} all-reduce-done(%start)
+  %pairs = f32[256]{0} all-reduce(%s), channel_id=2, replica_groups=[4,2]<=[8], use_global_device_ids=true, to_apply=%add
+  ROOT %t = (f32[1000000]{0}, f32[256]{0}) tuple(%done, %pairs)
+}
+"""
+
+
+def test_collectives_are_charged_their_ring_traffic_apart_from_the_kernels():
+  report = gpu_compile.hlo_roofline(_COLLECTIVES_HLO, 1e12, {'f32': 1e12}, batch=4, devices=8,
+                                    link_bytes_s=100e9, collective_latency_s=1e-5)
+  assert report['kernels'] == 0 and report['roofline_s'] == 0
+  collectives = report['collectives']
+  assert collectives['count'] == 2 and collectives['bytes'] == 4e6 + 1024
+  assert collectives['by_op']['all-reduce']['count'] == 2
+  # Ring all-reduce: each device sends 2 (n - 1) / n of the payload, n = 8 and 2.
+  gradients = 1e-5 + 2 * 7 / 8 * 4e6 / 100e9
+  statistic = 1e-5 + 2 * 1 / 2 * 1024 / 100e9
+  assert collectives['seconds'] == pytest.approx(gradients + statistic, rel=1e-3)
+  assert report['roofline_with_collectives_s'] == pytest.approx(gradients + statistic, rel=1e-3)
+  assert gpu_compile.group_size("replica_groups={{0,1,2,3},{4,5,6,7}}", 8) == 4
+  assert gpu_compile.group_size('replica_groups={}', 8) == 8
+  with pytest.raises(ValueError, match='link_bytes_s'):
+    gpu_compile.hlo_roofline(_COLLECTIVES_HLO, 1e12, {'f32': 1e12}, batch=4, devices=8)
+
+
 def test_stored_gpu_module_library_calls_and_fusions():
   from benchmarks import profile_step  # pylint: disable=import-outside-toplevel
   with open(FIXTURE) as f:
@@ -221,6 +260,54 @@ def test_cpu_target_end_to_end(tmp_path, capsys, monkeypatch):
   # XLA's count has the elementwise FLOPs too; the matmuls and convolutions are most of it.
   xla_flops = compiled[0].cost_analysis()['flops']
   assert 0.5 * xla_flops / 2 <= roofline['flops_per_sample'] <= xla_flops / 2
+
+
+@pytest.mark.parametrize('step', ['benchmark', 'config'])
+def test_cpu_target_on_two_devices_splits_the_batch(tmp_path, capsys, step):
+  """The tests' fake CPU devices as a mesh of 2: one device's program, the batch split, the
+  gradients summed by collectives (the benchmark step's, or the one training runs for a
+  config)."""
+  out = tmp_path / 'two.json'
+  which = (['--model', 'small'] if step == 'benchmark'
+           else ['--config', 'configs/demo.py', '--bn_group_size', '2'])
+  gpu_compile.main(['--target', 'cpu', *which, '--batch', '4', '--kind', 'train',
+                    '--dtype', 'float32', '--bandwidth_gbs', '100', '--peak_tflops', '1',
+                    '--devices', '2', '--link_gbs', '10', '--out', str(out)])
+  capsys.readouterr()
+  report = json.loads(out.read_text())
+  assert report['devices'] == 2 and report['config'] == (None if step == 'benchmark'
+                                                          else 'configs/demo.py')
+  row, = report['results']
+  assert row['devices'] == 2 and row['batch'] == 4
+  roofline, collectives = row['roofline'], row['roofline']['collectives']
+  assert collectives['count'] >= 1 and collectives['devices'] == 2
+  # At least every parameter's gradient crosses the link once (float32 here).
+  assert collectives['bytes'] >= 4 * _parameter_count(step)
+  assert collectives['seconds'] > 0
+  assert roofline['roofline_with_collectives_s'] > roofline['roofline_s'] > 0
+  assert row['samples_per_s_all_devices'] == pytest.approx(
+      4 / roofline['roofline_with_collectives_s'], rel=1e-3)
+  with pytest.raises(SystemExit, match='does not split over 2 devices'):
+    gpu_compile.main(['--target', 'cpu', '--model', 'small', '--batch', '3', '--dtype',
+                      'float32', '--bandwidth_gbs', '100', '--peak_tflops', '1', '--devices',
+                      '2', '--link_gbs', '10'])
+  with pytest.raises(SystemExit, match='needs --link_gbs'):
+    gpu_compile.main(['--target', 'cpu', '--model', 'small', '--batch', '4', '--dtype',
+                      'float32', '--bandwidth_gbs', '100', '--peak_tflops', '1', '--devices',
+                      '2'])
+
+
+def _parameter_count(step: str) -> int:
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from benchmarks import throughput  # pylint: disable=import-outside-toplevel
+  from istanet_jax import steps, viz  # pylint: disable=import-outside-toplevel
+  model = (throughput.make_model('small') if step == 'benchmark'
+           else steps.model_from_config(viz.load_config('configs/demo.py')))
+  x = np.zeros((1, model.num_frames, model.num_joints, model.num_persons, model.num_channels),
+               np.float32)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))['params']
+  return int(sum(np.prod(a.shape) for a in jax.tree_util.tree_leaves(shapes)))
 
 
 def _unset(monkeypatch, *names):
