@@ -33,6 +33,11 @@ there is nothing to autotune on), which take sizes as they are and read some ope
 fused slices and transposes. On a GPU XLA's autotuner picks between the two per matmul, so the
 GPU's program lies between these; XLA_FLAGS naming either flag overrides `--gemm`. XLA's
 `cost_analysis()` is empty for a deviceless executable, hence the parser.
+
+`--devices N` compiles for N GPUs of one host, the batch split along 'data': the program is one
+device's, and its collectives are charged a latency plus their ring traffic at the GPU's link
+rate, apart from the kernels (`hlo_roofline`). `--config` compiles the step training runs for a
+config (`istanet_jax.train.jit_steps`) instead of `benchmarks.throughput`'s.
 """
 
 from __future__ import annotations
@@ -234,10 +239,10 @@ def compile_step(model_name: str, kind: str, batch: int, dtype: str = 'bfloat16'
   import jax  # pylint: disable=import-outside-toplevel
   from benchmarks import throughput  # pylint: disable=import-outside-toplevel
   mesh = deviceless_mesh(target, devices)
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
   if config is not None:
     return _compile_config_step(config, kind, batch, mesh)
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
   model = throughput.make_model(model_name, dtype, conv_algorithm, bn_group_size,
                                 matmul_outputs=matmul_outputs)
   with jax.default_device(jax.devices('cpu')[0]):

@@ -121,7 +121,9 @@ def test_throughput_microbatches_count_every_microbatch(tmp_path, capsys):
   whole, split = (r['results'][0] for r in reports)
   assert (whole['microbatches'], split['microbatches']) == (1, 2)
   assert reports[1]['bn_group_size'] == 2
-  assert split['flops_per_sample'] == pytest.approx(whole['flops_per_sample'], rel=0.02)
+  # XLA's count includes elementwise FLOPs, which XLA fuses (and recomputes) differently inside
+  # the loop (372 against 392 MFLOP per sample); a body counted once would halve the total.
+  assert split['flops_per_sample'] == pytest.approx(whole['flops_per_sample'], rel=0.1)
 
 
 def test_peak_tflops_auto_knows_hopper_gpus():
