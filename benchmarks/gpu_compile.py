@@ -235,57 +235,53 @@ def compile_step(model_name: str, kind: str, batch: int, dtype: str = 'bfloat16'
   the batch (x, y) is split along the mesh's 'data' axis and the rest replicated, as
   `istanet_jax.train` places them; the program and memory plan are then one device's. With a
   `config` (its model and recipe, the arguments above already set in it) the step is the one
-  training runs instead (`_compile_config_step`)."""
+  training runs instead (`_config_step`)."""
   import jax  # pylint: disable=import-outside-toplevel
   from benchmarks import throughput  # pylint: disable=import-outside-toplevel
+  replicated, split = jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec('data')
   mesh = deviceless_mesh(target, devices)
   if config is not None:
-    return _compile_config_step(config, kind, batch, mesh)
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
-  model = throughput.make_model(model_name, dtype, conv_algorithm, bn_group_size,
-                                matmul_outputs=matmul_outputs)
-  with jax.default_device(jax.devices('cpu')[0]):
-    variables, opt_state, x, y, train_step, eval_step = throughput.make_steps(
-        model, batch, microbatches=microbatches)
-  jitted, args = ((train_step, (variables, opt_state, x, y)) if kind == 'train'
-                  else (eval_step, (variables, x)))
-  abstract = jax.tree_util.tree_map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), args)
-  batch_args = slice(2, 4) if kind == 'train' else slice(1, 2)
-  abstract = (*abstract[:batch_args.start],
-              *[jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=split)
-                for a in args[batch_args]], *abstract[batch_args.stop:])
+    jitted, args, specs = _config_step(config, kind, batch, mesh)
+  else:
+    model = throughput.make_model(model_name, dtype, conv_algorithm, bn_group_size,
+                                  matmul_outputs=matmul_outputs)
+    with jax.default_device(jax.devices('cpu')[0]):
+      variables, opt_state, x, y, train_step, eval_step = throughput.make_steps(
+          model, batch, microbatches=microbatches)
+    jitted, args, specs = ((train_step, (variables, opt_state, x, y),
+                            (replicated, replicated, split, split)) if kind == 'train'
+                           else (eval_step, (variables, x), (replicated, split)))
+
+  def placed(arg, spec):  # abstract arrays on the target's mesh: nothing is put on it
+    sharding = jax.sharding.NamedSharding(mesh, spec)
+    return jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), arg)
+  abstract = [placed(arg, spec) for arg, spec in zip(args, specs)]
   start = time.perf_counter()
   compiled = jitted.lower(*abstract).compile()
   seconds = time.perf_counter() - start
   return compiled.as_text(), _memory_plan(compiled), seconds
 
 
-def _compile_config_step(config, kind: str, batch: int, mesh) -> tuple[str, dict, float]:
-  """`compile_step` for the train or eval step of `istanet_jax.train.jit_steps`: what
-  training runs for `config` (augmentation, loss masks, the non-finite guard, the schedule,
-  gradient accumulation), on abstract state and a synthetic batch of `batch` samples."""
+def _config_step(config, kind: str, batch: int, mesh):
+  """(jitted step, its arguments, their PartitionSpecs) for `compile_step`: the train or eval
+  step of `istanet_jax.train.jit_steps`, what training runs for `config` (augmentation, loss
+  masks, the non-finite guard, the schedule, gradient accumulation), on abstract state and a
+  synthetic batch of `batch` samples."""
   import jax  # pylint: disable=import-outside-toplevel
   from benchmarks import first_step  # pylint: disable=import-outside-toplevel
   from istanet_jax import steps, train  # pylint: disable=import-outside-toplevel
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+  replicated, split = jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec('data')
   model = steps.model_from_config(config)
   tx = steps.make_optimizer(config, steps_per_epoch=100)
   _, train_step, eval_step = train.jit_steps(config, model, tx, mesh)
   with jax.default_device(jax.devices('cpu')[0]):
     key = jax.random.key(config.seed)
     state = jax.eval_shape(lambda k: steps.create_state(model, tx, k), key)
-  place = lambda tree, sharding: jax.tree_util.tree_map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), tree)
-  state, key = place(state, replicated), place(key, replicated)
-  data = place(first_step.synthetic_batch(config, batch), split)
-  start = time.perf_counter()
-  lowered = (train_step.lower(state, data, key) if kind == 'train'
-             else eval_step.lower(state, data))
-  compiled = lowered.compile()
-  return compiled.as_text(), _memory_plan(compiled), time.perf_counter() - start
+  data = first_step.synthetic_batch(config, batch)
+  if kind == 'train':
+    return train_step, (state, data, key), (replicated, split, replicated)
+  return eval_step, (state, data), (replicated, split)
 
 
 def _memory_plan(compiled) -> dict:

@@ -604,8 +604,9 @@ def _batch_norm_train_bwd(epsilon, residuals, cotangents):
   dy_xhat_sum = (dy * xhat).sum(axes, keepdims=True)
   count = math.prod(xs.shape[1:-1])
   dx = (inv * weight) * (dy - (dy_sum + xhat * dy_xhat_sum) / count)
-  all_groups = tuple(range(xs.ndim - 1))
-  return dx, dy_xhat_sum.sum(all_groups), dy_sum.sum(all_groups), jnp.zeros_like(shift)
+  all_but_channels = tuple(range(xs.ndim - 1))
+  return (dx, dy_xhat_sum.sum(all_but_channels), dy_sum.sum(all_but_channels),
+          jnp.zeros_like(shift))
 
 
 _batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
