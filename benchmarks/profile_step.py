@@ -9,9 +9,9 @@ instruction each one ran: by category (`gemm`: dot, convolution, and fusions or 
 holding one; `elementwise`: other fusions; `copy`: copies and transposes; `concatenate`, `pad`,
 `reduce`, ...) and by layer (the `blocks.3/proj` part of the instruction's `op_name`, with the
 final path element dropped, so `proj/0` is the conv and `proj/1` its BatchNorm). Also the top
-instructions. An operation's time is its trace event plus any following stretch in which no
-operation's event is open (XLA:CPU's Eigen matmuls end their event when the work is handed to
-the thread pool; the pool's work fills that stretch). Times are summed over threads: where XLA
+instructions. An operation's time is its trace event plus the stretches in which no operation's
+event is open that it owns (`attribute_gaps`: XLA:CPU's Eigen matmuls end their event when the
+work is handed to the thread pool, whose work fills such a stretch). Times are summed over threads: where XLA
 runs operations in parallel the sum exceeds the traced span (`ops_span_s`). `wall_s` is the
 traced call, profiler start and stop included.
 """
@@ -45,6 +45,7 @@ _RESULT_DTYPE = re.compile(r'^\(?([a-z]\w*)\[')  # a tuple result: its first ele
 _OPERAND = re.compile(r'%([\w.\-]+)')
 _TARGET = re.compile(r'custom_call_target="([^"]+)"')
 _GEMM_OPS = {'dot', 'convolution'}
+_PASSTHROUGH = {'bitcast', 'get-tuple-element', 'tuple'}
 
 # One instruction of compiled HLO text: operands are instruction names; target is a
 # custom call's; shape is the result's type as printed ('f32[8,4]{1,0}', or a tuple's
@@ -131,23 +132,45 @@ def layer(op_name: str) -> str:
   return 'other'
 
 
-def attribute_gaps(events: list[dict]) -> list[dict]:
-  """Each event's duration plus the idle stretch after it when it was the last to end."""
+def attribute_gaps(events: list[dict], is_async=lambda name: False,
+                   consumes=lambda name, other: False) -> list[dict]:
+  """Each event's duration plus the idle stretches it owns. A stretch in which no event is open
+  goes to the operation still running in the thread pool: the last-started `is_async` event
+  (XLA:CPU's Eigen matmuls, whose event ends when their work is handed to the pool) as long
+  as no event that `consumes` its result has started since, else to the event that ended
+  last. Without the first rule the small independent operations that run while such a matmul
+  computes (an optimizer update) were charged its time."""
   events = sorted(events, key=lambda e: e['ts'])
   out = [dict(e) for e in events]
-  end, owner = None, None
+  end, owner, running = None, None, None
   for i, e in enumerate(events):
     if end is not None and e['ts'] > end:
-      out[owner]['dur'] += e['ts'] - end
+      out[owner if running is None else running]['dur'] += e['ts'] - end
+    if running is not None and consumes(e['name'], events[running]['name']):
+      running = None
+    if is_async(e['name']):
+      running = i
     if end is None or e['ts'] + e['dur'] > end:
       end, owner = e['ts'] + e['dur'], i
   return out
 
 
+def _consumes(hlo: dict):
+  """consumes(a, b): instruction a reads b's result, directly or through bitcasts, tuples and
+  their elements (which run no kernel)."""
+  def operands(name):
+    for o in hlo['instructions'].get(name, _UNKNOWN).operands:
+      yield o
+      if hlo['instructions'].get(o, _UNKNOWN).opcode in _PASSTHROUGH:
+        yield from operands(o)
+  return lambda a, b: b in set(operands(a))
+
+
 def summarise(events: list[dict], hlo: dict, top: int = 25) -> dict:
   by_category, by_layer, by_op = (collections.Counter() for _ in range(3))
   span = (max(e['ts'] + e['dur'] for e in events) - min(e['ts'] for e in events)) * 1e-6
-  for e in attribute_gaps(events):
+  is_async = lambda name: hlo['instructions'].get(name, _UNKNOWN).opcode in _GEMM_OPS
+  for e in attribute_gaps(events, is_async, _consumes(hlo)):
     name, seconds = e['name'], e['dur'] * 1e-6
     by_category[category(name, hlo)] += seconds
     by_layer[layer(hlo['instructions'].get(name, _UNKNOWN).op_name)] += seconds

@@ -190,6 +190,38 @@ def test_profile_gaps_go_to_the_operation_that_ended_last():
   assert got == {'dot': 2, 'add': 9, 'mul': 1}
 
 
+def test_profile_gaps_go_to_the_matmul_still_in_the_pool():
+  from benchmarks import profile_step
+  # 'dot' hands its work to the pool at 2; 'add' and 'mul' (independent of it) run meanwhile,
+  # then the executor waits: 5..10 and 11..13 are the dot's. 'sub' reads the dot's result, so
+  # the dot is done when it starts: 14..16 goes to 'sub', the last to end.
+  events = [dict(name='dot', ts=0, dur=2), dict(name='add', ts=1, dur=4),
+            dict(name='mul', ts=10, dur=1), dict(name='sub', ts=13, dur=1),
+            dict(name='neg', ts=16, dur=1)]
+  got = {e['name']: e['dur'] for e in profile_step.attribute_gaps(
+      events, is_async=lambda name: name == 'dot',
+      consumes=lambda name, other: (name, other) == ('sub', 'dot'))}
+  assert got == {'dot': 2 + 5 + 2, 'add': 4, 'mul': 1, 'sub': 1 + 2, 'neg': 1}
+
+
+def test_profile_consumers_through_tuples():
+  from benchmarks import profile_step
+  hlo = profile_step.parse_hlo("""HloModule m
+
+ENTRY %main (p0: f32[4,4]) -> f32[16] {
+  %p0 = f32[4,4]{1,0} parameter(0)
+  %d = f32[4,4]{1,0} dot(%p0, %p0), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+  %b = f32[16]{0} bitcast(%d)
+  %t = (f32[16]{0}, f32[4,4]{1,0}) tuple(%b, %p0)
+  %g = f32[16]{0} get-tuple-element(%t), index=0
+  ROOT %n = f32[16]{0} negate(%g)
+}
+""")
+  consumes = profile_step._consumes(hlo)  # pylint: disable=protected-access
+  assert consumes('n', 'd') and consumes('n', 'p0') and consumes('d', 'p0')
+  assert not consumes('d', 'n') and not consumes('p0', 'd')
+
+
 def test_profile_categories_from_compiled_hlo():
   import jax
   import jax.numpy as jnp
