@@ -3,7 +3,7 @@
 # Prepare here first (benchmarks/gpu_prepare.sh), then one device run:
 #   carry [".whl", ".ref"], command `bash benchmarks/gpu_suite.sh all`, timeout 540
 # `all` runs the parts below in the order of the rows they settle (reference, autocast, full,
-# sweep, sweep_xla), trimmed to fit a session's 15 device minutes: no eval rows, the full run on
+# sweep, sweep_xla, then profile where time is left), trimmed to fit a session's 15 device minutes: no eval rows, the full run on
 # 100 files per class and 3 epochs, the sweep at 128,256, sweep_xla at 128 (SWEEP_XLA); each
 # part gets what is left of BUDGET_S
 # (default 450 s; PARTS picks others), and a part that overruns is stopped, not the rest.
@@ -17,6 +17,10 @@
 #              with a logits check first (ours on the reference's weights, on the GPU)
 #   autocast   ours bf16 vs the reference under autocast bf16 + channels_last_3d + autotuned cuDNN
 #   full       a full NTU Mutual 26 x-sub training projected from the real loop (bf16)
+#   profile    where the bf16 train step's time goes on the GPU, kernel by kernel, by kind and
+#              layer (benchmarks/profile_step.py), for conv_algorithm xla and matmul
+#              ($PROFILE_ALGORITHMS) at batch $PROFILE_BATCH (128): to set beside the
+#              deviceless projection (benchmarks/gpu_compile.py) of the same step
 # Environment: BATCH (train batch of the side by side runs, default 64), SWEEP (default
 # 32,64,128,256), EVAL (eval batches of the sweep, default 256,1), FULL_BATCH (the full run's
 # batch, default 32: the reference's recipe), STEPS; for a smoke run on a CPU: MODEL (default
@@ -31,7 +35,7 @@
 # A persistent compilation cache in /tmp/jax_cache serves later parts while the machine is warm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-part=${1:?usage: gpu_suite.sh all|reference|autocast|full|sweep|sweep_xla}
+part=${1:?usage: gpu_suite.sh all|reference|autocast|full|sweep|sweep_xla|profile}
 out=${OUT:-/tmp/gpu_suite_out}
 mkdir -p "$out"
 # The device image lacks these; where they are installed (a CPU smoke run) the wheels are not used.
@@ -69,6 +73,13 @@ log="$out/$part.log"
         --dtype bfloat16 --reference_autocast --reference_channels_last \
         --reference_cudnn benchmark --peak_tflops "$peak" \
         --out "$out/gpu_${model}_bf16_vs_reference_autocast.json" ;;
+    profile)
+      for algorithm in ${PROFILE_ALGORITHMS:-xla matmul}; do
+        python3 -m benchmarks.profile_step --model "$model" --kind train \
+          --batch "${PROFILE_BATCH:-128}" --dtype bfloat16 --conv_algorithm "$algorithm" \
+          --matmul_outputs "${MATMUL_OUTPUTS:-auto}" \
+          --out "$out/gpu_${model}_profile_train_b${PROFILE_BATCH:-128}_${algorithm}.json"
+      done ;;
     full)
       rm -rf /tmp/full_training
       python3 -m benchmarks.full_training --config "${CONFIG:-configs/ntu26.py:xsub}" \
@@ -79,7 +90,7 @@ log="$out/$part.log"
         --out "$out/gpu_${model}_full_training.json" ;;
     all)
       budget=${BUDGET_S:-450}
-      for p in ${PARTS:-reference autocast full sweep sweep_xla}; do
+      for p in ${PARTS:-reference autocast full sweep sweep_xla profile}; do
         left=$((budget - SECONDS))
         if ((left < 60)); then
           echo "== all: $p skipped, ${left} s of BUDGET_S=$budget left"; continue
@@ -122,6 +133,12 @@ for path in sorted(out.glob('*.json')):
   if trains:  # which library calls, in which dtypes, the train step's matmuls became
     print('train matmuls:', '; '.join(f'{n} x {k}' for k, n in
                                       list(trains[0]['matmul_ops'].items())[:6]))
+  if 'by_category' in report:  # profile_step: measured time by kind and layer
+    print(f"{report['kind']} b{report['batch']} {report['conv_algorithm']}: span "
+          f"{report['ops_span_s']*1e3:.2f} ms, idle {report['idle_s']*1e3:.2f} ms; " + ', '.join(
+              f"{k} {v['share']:.0%}" for k, v in list(report['by_category'].items())[:5]))
+    print('  ' + ', '.join(f"{k} {v['seconds']*1e3:.2f} ms"
+                          for k, v in list(report['by_layer'].items())[:6]))
   if report.get('logits_check'):
     print('logits', report['logits_check'])
   if 'projection' in report:

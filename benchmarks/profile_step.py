@@ -1,7 +1,7 @@
 r"""Where a train or eval step's time goes, per XLA operation kind and per model layer.
 
   python -m benchmarks.profile_step --model ntu26 --kind train --batch 16 \
-      --out benchmarks/results/cpu_ntu26_profile_train.json
+      --out benchmarks/results/cpu_epyc_ntu26_profile_train.json
 
 Runs the step of `benchmarks.throughput` (warm, after compilation) under `jax.profiler`, with
 XLA:CPU's per-operation trace events on, and adds up the events' durations by the compiled HLO
@@ -13,7 +13,14 @@ instructions. An operation's time is its trace event plus the stretches in which
 event is open that it owns (`attribute_gaps`: XLA:CPU's Eigen matmuls end their event when the
 work is handed to the thread pool, whose work fills such a stretch). Times are summed over threads: where XLA
 runs operations in parallel the sum exceeds the traced span (`ops_span_s`). `wall_s` is the
-traced call, profiler start and stop included.
+traced call, profiler start and stop included; `idle_s` the stretches in which no operation's
+event was open.
+
+On a GPU the events are the kernels on the device's streams (CUPTI), each charged to the HLO
+instruction it ran; CUDA graphs are switched off (`--xla_gpu_enable_command_buffer=`) so that
+every kernel has an event of its own, which adds launch gaps (in `idle_s`) that a run with graphs
+partly hides. `--conv_algorithm` and `--matmul_outputs` pick the model variant, as in
+`benchmarks.throughput`; `benchmarks/gpu_suite.sh profile` runs it on a lent GPU.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ if __package__ in (None, ''):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _TRACEME_FLAG = '--xla_cpu_enable_xprof_traceme=true'
+_NO_COMMAND_BUFFERS = '--xla_gpu_enable_command_buffer='  # a GPU: one event per kernel
 _INSTRUCTION = re.compile(
     r'^\s*(ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s([a-z][\w\-]*)\((.*)$')
 # Long tuples carry these comments; the one in an ENTRY header has an '=' that would make the
@@ -45,6 +53,7 @@ _RESULT_DTYPE = re.compile(r'^\(?([a-z]\w*)\[')  # a tuple result: its first ele
 _OPERAND = re.compile(r'%([\w.\-]+)')
 _TARGET = re.compile(r'custom_call_target="([^"]+)"')
 _GEMM_OPS = {'dot', 'convolution'}
+_LIBRARY_GEMM = re.compile(r'cublas|cudnn\$conv')
 _PASSTHROUGH = {'bitcast', 'get-tuple-element', 'tuple'}
 
 # One instruction of compiled HLO text: operands are instruction names; target is a
@@ -100,8 +109,8 @@ def category(name: str, hlo: dict) -> str:
   inside = set().union(*(hlo['computations'].get(c, set()) for c in calls)) if calls else set()
   if opcode in _GEMM_OPS or inside & _GEMM_OPS:
     return 'gemm'
-  if opcode == 'custom-call':
-    return 'custom-call'
+  if opcode == 'custom-call':  # on a GPU: cuBLAS matmuls and cuDNN convolutions
+    return 'gemm' if _LIBRARY_GEMM.search(instruction.target) else 'custom-call'
   if opcode == 'fusion':
     if inside & {'transpose', 'copy'} and not inside - {'transpose', 'copy', 'bitcast',
                                                        'parameter', 'reshape'}:
@@ -166,10 +175,23 @@ def _consumes(hlo: dict):
   return lambda a, b: b in set(operands(a))
 
 
-def summarise(events: list[dict], hlo: dict, top: int = 25) -> dict:
+def idle_seconds(events: list[dict]) -> float:
+  """Seconds between the first event's start and the last's end in which no event is open."""
+  idle, end = 0, None
+  for e in sorted(events, key=lambda e: e['ts']):
+    if end is not None and e['ts'] > end:
+      idle += e['ts'] - end
+    end = e['ts'] + e['dur'] if end is None else max(end, e['ts'] + e['dur'])
+  return idle * 1e-6
+
+
+def summarise(events: list[dict], hlo: dict, top: int = 25, pool_matmuls: bool = True) -> dict:
+  """By category, layer and instruction; `pool_matmuls`: matmuls and convolutions may run on in
+  a thread pool after their event (XLA:CPU; a GPU's kernel events are the kernels' run)."""
   by_category, by_layer, by_op = (collections.Counter() for _ in range(3))
   span = (max(e['ts'] + e['dur'] for e in events) - min(e['ts'] for e in events)) * 1e-6
-  is_async = lambda name: hlo['instructions'].get(name, _UNKNOWN).opcode in _GEMM_OPS
+  is_async = lambda name: (pool_matmuls and
+                           hlo['instructions'].get(name, _UNKNOWN).opcode in _GEMM_OPS)
   for e in attribute_gaps(events, is_async, _consumes(hlo)):
     name, seconds = e['name'], e['dur'] * 1e-6
     by_category[category(name, hlo)] += seconds
@@ -185,27 +207,45 @@ def summarise(events: list[dict], hlo: dict, top: int = 25) -> dict:
     ops[name] = dict(seconds=round(seconds, 4), category=category(name, hlo), opcode=opcode,
                      op_name=op_name)
   return dict(ops_span_s=round(span, 4), op_seconds_total=round(total, 4),
-              by_category=rows(by_category),
+              idle_s=round(idle_seconds(events), 4), by_category=rows(by_category),
               by_layer=rows(by_layer), top_ops=ops)
 
 
 def trace_events(trace_dir: str) -> list[dict]:
-  """The XLA operation events (those naming an `hlo_op`) of the newest trace in trace_dir."""
+  """The XLA operation events (those naming an `hlo_op`) of the newest trace in trace_dir: on a
+  GPU those of the devices' streams (the kernels), not the host's launches."""
   paths = sorted(glob.glob(os.path.join(trace_dir, '**', '*.trace.json.gz'), recursive=True))
   if not paths:
     raise RuntimeError(f'jax.profiler wrote no trace under {trace_dir}')
   with gzip.open(paths[-1]) as f:
     data = json.load(f)
-  events = data['traceEvents'] if isinstance(data, dict) else data
-  return [dict(name=e['args']['hlo_op'], ts=e['ts'], dur=e['dur']) for e in events
-          if e.get('ph') == 'X' and 'hlo_op' in e.get('args', {})]
+  return operation_events(data['traceEvents'] if isinstance(data, dict) else data, paths[-1])
+
+
+def operation_events(events: list[dict], path: str = 'the trace') -> list[dict]:
+  """`trace_events` from a Chrome trace's event list."""
+  names = {(e.get('name'), e.get('pid'), e.get('tid')): e.get('args', {}).get('name', '')
+           for e in events if e.get('ph') == 'M'}
+  devices = {pid for (kind, pid, _), name in names.items()
+             if kind == 'process_name' and '/device:GPU' in name}
+  ops = [e for e in events if e.get('ph') == 'X' and 'hlo_op' in e.get('args', {})]
+  if devices:
+    ops = [e for e in ops if e.get('pid') in devices]
+    streams = [e for e in ops
+               if names.get(('thread_name', e['pid'], e.get('tid')), '').startswith('Stream')]
+    ops = streams or ops
+    if not ops:
+      raise RuntimeError(f'{path}: no GPU kernel events naming an hlo_op (is CUPTI installed?)')
+  return [dict(name=e['args']['hlo_op'], ts=e['ts'], dur=e['dur']) for e in ops]
 
 
 def profile(model_name: str, kind: str, batch: int, dtype: str = 'float32',
-            trace_dir: str | None = None) -> dict:
+            trace_dir: str | None = None, conv_algorithm: str = 'winograd',
+            matmul_outputs: str | None = None) -> dict:
   import jax
   from benchmarks import throughput
-  model = throughput.make_model(model_name, dtype)
+  model = throughput.make_model(model_name, dtype, conv_algorithm,
+                                matmul_outputs=matmul_outputs)
   variables, opt_state, x, y, train_step, eval_step = throughput.make_steps(model, batch)
   if kind == 'train':
     jitted, args = train_step, (variables, opt_state, x, y)
@@ -230,8 +270,11 @@ def profile(model_name: str, kind: str, batch: int, dtype: str = 'float32',
       jax.block_until_ready(out)
     wall = time.perf_counter() - start
     events = trace_events(trace_dir)
-  report = dict(model=model_name, kind=kind, batch=batch, dtype=dtype, wall_s=round(wall, 4),
-                **summarise(events, hlo), environment=throughput.environment())
+  report = dict(model=model_name, kind=kind, batch=batch, dtype=dtype,
+                conv_algorithm=conv_algorithm, matmul_outputs=matmul_outputs or 'auto',
+                wall_s=round(wall, 4),
+                **summarise(events, hlo, pool_matmuls=jax.default_backend() == 'cpu'),
+                environment=throughput.environment())
   return report
 
 
@@ -247,11 +290,16 @@ def main(argv=None):
                       help='keep the profiler trace there (TensorBoard / Perfetto)')
   from benchmarks import throughput
   throughput.add_host_flag(parser)
+  throughput.add_conv_algorithm_flag(parser)
   args = parser.parse_args(argv)
-  if _TRACEME_FLAG.split('=')[0] not in os.environ.get('XLA_FLAGS', ''):
-    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + _TRACEME_FLAG).strip()
+  flags = os.environ.get('XLA_FLAGS', '')
+  for flag in (_TRACEME_FLAG, _NO_COMMAND_BUFFERS):
+    if flag.split('=')[0] not in flags:
+      flags = f'{flags} {flag}'.strip()
+  os.environ['XLA_FLAGS'] = flags
   throughput.configure_host(args)
-  report = profile(args.model, args.kind, args.batch, args.dtype, args.trace_dir)
+  report = profile(args.model, args.kind, args.batch, args.dtype, args.trace_dir,
+                   args.conv_algorithm, args.matmul_outputs)
   report['command'] = ' '.join(['python -m benchmarks.profile_step'] + (argv or sys.argv[1:]))
   throughput.write_report(report, args.out)
 

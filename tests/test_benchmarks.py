@@ -169,11 +169,13 @@ def test_gemm_reports_every_backend(tmp_path, capsys):
 def test_profile_step_attributes_time_to_categories_and_layers(tmp_path, capsys):
   from benchmarks import profile_step
   out = tmp_path / 'profile.json'
-  profile_step.main(['--model', 'small', '--kind', 'train', '--batch', '2', '--out', str(out)])
+  profile_step.main(['--model', 'small', '--kind', 'train', '--batch', '2', '--out', str(out),
+                     '--conv_algorithm', 'matmul'])
   report = json.loads(out.read_text())
   capsys.readouterr()
   total = report['op_seconds_total']
-  assert total > 0
+  assert total > 0 and report['conv_algorithm'] == 'matmul'
+  assert 0 <= report['idle_s'] < report['ops_span_s']
   assert abs(sum(v['seconds'] for v in report['by_category'].values()) - total) < 1e-3
   assert report['by_category']['gemm']['seconds'] > 0
   # The proj conv's forward and backward land in one layer row.
@@ -204,7 +206,29 @@ def test_profile_gaps_go_to_the_matmul_still_in_the_pool():
   assert got == {'dot': 2 + 5 + 2, 'add': 4, 'mul': 1, 'sub': 1 + 2, 'neg': 1}
 
 
-def test_profile_consumers_through_tuples():
+def test_profile_events_of_a_gpu_are_its_stream_kernels():
+  from benchmarks import profile_step
+  meta = lambda kind, pid, name, tid=0: dict(ph='M', name=kind, pid=pid, tid=tid,
+                                             args=dict(name=name))
+  op = lambda pid, tid, hlo_op, ts: dict(ph='X', pid=pid, tid=tid, ts=ts, dur=2,
+                                         name='kernel', args=dict(hlo_op=hlo_op))
+  events = [meta('process_name', 1, '/host:CPU'), meta('process_name', 7, '/device:GPU:0'),
+            meta('thread_name', 7, 'Stream #14(Compute)', 14), meta('thread_name', 7, 'XLA Ops', 2),
+            op(1, 5, 'fusion.1', 0),  # the host's launch of it
+            op(7, 14, 'fusion.1', 3), op(7, 14, 'convolution.2', 6),
+            op(7, 2, 'fusion.1', 3)]  # a line derived from the kernels
+  assert profile_step.operation_events(events) == [
+      dict(name='fusion.1', ts=3, dur=2), dict(name='convolution.2', ts=6, dur=2)]
+  # A CPU trace: every operation event.
+  assert len(profile_step.operation_events(events[:1] + events[4:5])) == 1
+  # A GPU without kernel events (no CUPTI): said, not profiled from the host's launches.
+  with pytest.raises(RuntimeError, match='no GPU kernel events'):
+    profile_step.operation_events(events[:5], 'x.trace.json.gz')
+  assert profile_step.idle_seconds([dict(ts=0, dur=2), dict(ts=1, dur=3), dict(ts=6, dur=1)]) \
+      == pytest.approx(2e-6)
+
+
+def test_profile_reads_hand_written_hlo():
   from benchmarks import profile_step
   hlo = profile_step.parse_hlo("""HloModule m
 
@@ -214,12 +238,17 @@ ENTRY %main (p0: f32[4,4]) -> f32[16] {
   %b = f32[16]{0} bitcast(%d)
   %t = (f32[16]{0}, f32[4,4]{1,0}) tuple(%b, %p0)
   %g = f32[16]{0} get-tuple-element(%t), index=0
+  %c = (f32[4,4]{1,0}, s8[64]{0}) custom-call(%p0, %p0), custom_call_target="__cublas$lt$matmul"
+  %s = f32[4,4]{1,0} custom-call(%p0), custom_call_target="Sharding"
   ROOT %n = f32[16]{0} negate(%g)
 }
 """)
   consumes = profile_step._consumes(hlo)  # pylint: disable=protected-access
   assert consumes('n', 'd') and consumes('n', 'p0') and consumes('d', 'p0')
   assert not consumes('d', 'n') and not consumes('p0', 'd')
+  # A GPU's library matmuls and convolutions are custom calls: counted as matmuls.
+  assert [profile_step.category(n, hlo) for n in ('d', 'c', 's')] == ['gemm', 'gemm',
+                                                                       'custom-call']
 
 
 def test_profile_categories_from_compiled_hlo():
@@ -468,6 +497,17 @@ def test_gpu_suite_script_runs_a_part(tmp_path):
   assert xla['conv_algorithm'] == 'xla' and report['conv_algorithm'] == 'matmul'
   assert [(r['kind'], r['batch']) for r in xla['results']] == [('train', 2), ('eval', 2)]
   assert lines[-4] == '== gpu_small_bf16_sweep_xla.json' and lines[-3].startswith('train b2')
+  # profile: where the train step's time goes, one file per conv_algorithm, summarised.
+  prof = subprocess.run(['bash', str(repo / 'benchmarks' / 'gpu_suite.sh'), 'all'], cwd=repo,
+                        env=dict(env, OUT=str(tmp_path / 'profile'), PARTS='profile',
+                                 PROFILE_BATCH='2', PROFILE_ALGORITHMS='xla'),
+                        capture_output=True, text=True, timeout=300)
+  assert prof.returncode == 0, prof.stdout[-2000:] + prof.stderr[-2000:]
+  report = json.loads((tmp_path / 'profile' / 'gpu_small_profile_train_b2_xla.json').read_text())
+  assert (report['conv_algorithm'], report['dtype'], report['batch']) == ('xla', 'bfloat16', 2)
+  lines = prof.stdout.strip().splitlines()
+  assert lines[-3] == '== gpu_small_profile_train_b2_xla.json'
+  assert lines[-2].startswith('train b2 xla: span ') and 'gemm' in lines[-2]
   bad = subprocess.run(['bash', str(repo / 'benchmarks' / 'gpu_suite.sh'), 'nonsense'],
                        cwd=repo, env=env, capture_output=True, text=True, timeout=120)
   assert bad.returncode != 0 and 'unknown part nonsense' in bad.stdout + bad.stderr
