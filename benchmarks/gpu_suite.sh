@@ -3,10 +3,10 @@
 # Prepare here first (benchmarks/gpu_prepare.sh), then one device run:
 #   carry [".whl", ".ref"], command `bash benchmarks/gpu_suite.sh all`, timeout 540
 # `all` runs the parts below in the order of the rows they settle (reference, autocast, full,
-# sweep, sweep_xla, then profile where time is left), trimmed to fit a session's 15 device minutes: no eval rows, the full run on
-# 100 files per class and 3 epochs, the sweep at 128,256, sweep_xla at 128 (SWEEP_XLA); each
-# part gets what is left of BUDGET_S
-# (default 450 s; PARTS picks others), and a part that overruns is stopped, not the rest.
+# sweep, sweep_xla, then profile where time is left), trimmed to fit a session's 15 device
+# minutes: no eval rows, the full run on 100 files per class and 3 epochs, the sweep at
+# 128,256, sweep_xla at 128 (SWEEP_XLA); each part gets what is left of BUDGET_S (default
+# 450 s; PARTS picks others), and a part that overruns is stopped, not the rest.
 # Each JSON lands in $OUT as its part ends, so a cut-off call still returns those before.
 # Parts (results land in $OUT, then go to benchmarks/results/):
 #   sweep      ours, bf16: train samples/s and MFU for batches $SWEEP, eval at 256 and 1

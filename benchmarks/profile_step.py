@@ -11,10 +11,10 @@ holding one; `elementwise`: other fusions; `copy`: copies and transposes; `conca
 final path element dropped, so `proj/0` is the conv and `proj/1` its BatchNorm). Also the top
 instructions. An operation's time is its trace event plus the stretches in which no operation's
 event is open that it owns (`attribute_gaps`: XLA:CPU's Eigen matmuls end their event when the
-work is handed to the thread pool, whose work fills such a stretch). Times are summed over threads: where XLA
-runs operations in parallel the sum exceeds the traced span (`ops_span_s`). `wall_s` is the
-traced call, profiler start and stop included; `idle_s` the stretches in which no operation's
-event was open.
+work is handed to the thread pool, whose work fills such a stretch). Times are summed over
+threads: where XLA runs operations in parallel the sum exceeds the traced span (`ops_span_s`).
+`wall_s` is the traced call, profiler start and stop included; `idle_s` the stretches in which
+no operation's event was open.
 
 On a GPU the events are the kernels on the device's streams (CUPTI), each charged to the HLO
 instruction it ran; CUDA graphs are switched off (`--xla_gpu_enable_command_buffer=`) so that
