@@ -369,6 +369,12 @@ def make_iterator(builder_or_name, split: str, *, batch_size: int, max_frames: i
     raise ValueError(f'{builder.name}: no feature {label_key!r} to use as label; it has '
                      f'{sorted(builder.info.features.keys())}')
   read = _read_grain if backend == 'grain' else _read_tf
+  if backend == 'grain':
+    # Imported here, not on the reading thread: grain's import enters etils' `lazy_imports`,
+    # which swaps `builtins.__import__` for the whole process, and an import the caller makes
+    # meanwhile (JAX imports modules inside functions while it lowers the initialiser) got a
+    # lazy stand-in: "TypeError: 'LazyModule' object is not callable" in a train run's start.
+    import grain  # pylint: disable=g-import-not-at-top,unused-import
   # The split is read on a thread of its own from here, while the caller goes on (training
   # initialises and compiles); the first batch waits for it, and a read error is raised there.
   pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='istanet-read')

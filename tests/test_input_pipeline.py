@@ -335,6 +335,38 @@ def test_grain_path_without_tensorflow(builders):
   assert proc.stdout.split()[-2:] == ['OK', '4']
 
 
+def test_reading_thread_swaps_no_imports(builders):
+  """etils' `lazy_imports` (grain's import, TFDS's modules) swaps `builtins.__import__` for the
+  whole process while it runs: entered on the reading thread, it handed imports that training
+  made meanwhile a lazy stand-in ('LazyModule' object is not callable). Both back ends enter it
+  on the caller's thread only."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  roots = {b: os.path.dirname(os.path.dirname(builders[b].data_dir)) for b in ('tf', 'grain')}
+  script = textwrap.dedent(f"""
+    import sys, threading
+    from etils import epy
+    from etils.epy import lazy_imports_utils
+    entered, original = [], lazy_imports_utils.lazy_imports
+    def recording(*args, **kwargs):
+      entered.append(threading.current_thread().name)
+      return original(*args, **kwargs)
+    epy.lazy_imports = lazy_imports_utils.lazy_imports = recording
+    sys.path.insert(0, {repo!r})
+    from istanet_jax import input_pipeline as ip
+    for backend, root in {roots!r}.items():
+      it = ip.make_iterator('tiny_skeleton', 'test', data_dir=root, batch_size=4,
+                            max_frames={MAX_FRAMES}, train=False, process_index=0,
+                            process_count=1, backend=backend)
+      next(it)
+    assert 'grain' in sys.modules and 'tensorflow' in sys.modules
+    print('OK', sorted(set(entered)))
+  """)
+  proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.split('OK', 1)[1].strip() == "['MainThread']", proc.stdout[-500:]
+
+
 def test_combined_split_same_in_both_backends(builders):
   """Split expressions such as SBU's 'fold0+fold2+...' are read in the same order by both."""
   runs = [_collect(_iter(builders, b, 'train+test[:5]', train=False, batch_size=6,
