@@ -139,6 +139,11 @@ for path in sorted(out.glob('*.json')):
               f"{k} {v['share']:.0%}" for k, v in list(report['by_category'].items())[:5]))
     print('  ' + ', '.join(f"{k} {v['seconds']*1e3:.2f} ms"
                           for k, v in list(report['by_layer'].items())[:6]))
+    vs = report.get('vs_projection')
+    if vs:  # measured beside gpu_compile's roofline of the same step
+      print(f"  vs {vs['projection']}: kernels {vs['measured_ops_s']*1e3:.1f} ms, roofline "
+            f"{vs['roofline_s']*1e3:.1f} ms (x{vs['measured_over_roofline']}); " + ', '.join(
+                f"{k} x{v['ratio']}" for k, v in list(vs['by_layer'].items())[:6]))
   if report.get('logits_check'):
     print('logits', report['logits_check'])
   if 'projection' in report:

@@ -20,7 +20,9 @@ On a GPU the events are the kernels on the device's streams (CUPTI), each charge
 instruction it ran; CUDA graphs are switched off (`--xla_gpu_enable_command_buffer=`) so that
 every kernel has an event of its own, which adds launch gaps (in `idle_s`) that a run with graphs
 partly hides. `--conv_algorithm` and `--matmul_outputs` pick the model variant, as in
-`benchmarks.throughput`; `benchmarks/gpu_suite.sh profile` runs it on a lent GPU.
+`benchmarks.throughput`; `benchmarks/gpu_suite.sh profile` runs it on a lent GPU. With a
+`benchmarks.gpu_compile` projection of the same step (`--projection`; on an H100 or H200 the
+committed one is found), `vs_projection` sets each layer's measured time beside its roofline.
 """
 
 from __future__ import annotations
@@ -278,6 +280,49 @@ def profile(model_name: str, kind: str, batch: int, dtype: str = 'float32',
   return report
 
 
+_PROJECTIONS = {'H100': 'h100', 'H200': 'h200'}  # device kind -> gpu_compile --target
+
+
+def projection_path(model_name: str, dtype: str, conv_algorithm: str, device_kind: str,
+                    directory: str = os.path.join(os.path.dirname(__file__), 'results')):
+  """The committed `gpu_compile` projection of this train step for this GPU (16-bit products,
+  cuBLAS), or None where there is none."""
+  target = next((t for kind, t in _PROJECTIONS.items() if kind in device_kind), None)
+  tag = {'bfloat16': 'bf16'}.get(dtype)
+  if target is None or tag is None:
+    return None
+  path = os.path.join(directory, f'{target}_deviceless_{model_name}_{tag}_train_'
+                                 f'{conv_algorithm}_compute.json')
+  return path if os.path.exists(path) else None
+
+
+def compare_with_projection(report: dict, projection: dict, path: str = 'the projection') -> dict:
+  """The measured step beside `gpu_compile`'s roofline of the same step and batch: in all
+  (`measured_over_roofline`: the kernels' time over the roofline's) and by layer (measured
+  seconds, projected seconds, their ratio), the layers in order of measured time."""
+  rows = [r for r in projection.get('results', [])
+          if r.get('kind') == report['kind'] and r.get('batch') == report['batch']
+          and r.get('devices', 1) == 1 and 'roofline' in r]
+  if not rows:
+    have = sorted({(r.get('kind'), r.get('batch')) for r in projection.get('results', [])})
+    raise ValueError(f'{path}: no {report["kind"]} projection at batch {report["batch"]} '
+                     f'(it has {have})')
+  roofline = rows[0]['roofline']
+  projected = {k: v['seconds'] for k, v in roofline['by_layer'].items()}
+  measured = {k: v['seconds'] for k, v in report['by_layer'].items()}
+  layers = sorted(set(projected) | set(measured), key=lambda k: -measured.get(k, 0))
+  # Below a microsecond (less than a kernel launch) nothing was projected to compare with.
+  ratio = lambda m, p: round(m / p, 2) if p >= 1e-6 else None
+  return dict(
+      projection=os.path.basename(path), roofline_s=roofline['roofline_s'],
+      measured_ops_s=report['op_seconds_total'], measured_span_s=report['ops_span_s'],
+      measured_over_roofline=ratio(report['op_seconds_total'], roofline['roofline_s']),
+      by_layer={k: dict(measured_s=round(measured.get(k, 0), 6),
+                        projected_s=projected.get(k, 0),
+                        ratio=ratio(measured.get(k, 0), projected.get(k, 0)))
+                for k in layers})
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--model', default='small', choices=sorted(__import__(
@@ -288,6 +333,10 @@ def main(argv=None):
   parser.add_argument('--out', default=None)
   parser.add_argument('--trace_dir', default=None,
                       help='keep the profiler trace there (TensorBoard / Perfetto)')
+  parser.add_argument('--projection', default='auto',
+                      help="a benchmarks.gpu_compile JSON of the same step to set the measured "
+                      "layers beside; 'auto': the committed one for this GPU and variant, if "
+                      "any; '' for none")
   from benchmarks import throughput
   throughput.add_host_flag(parser)
   throughput.add_conv_algorithm_flag(parser)
@@ -300,6 +349,15 @@ def main(argv=None):
   throughput.configure_host(args)
   report = profile(args.model, args.kind, args.batch, args.dtype, args.trace_dir,
                    args.conv_algorithm, args.matmul_outputs)
+  path = args.projection
+  if path == 'auto':
+    import jax  # pylint: disable=import-outside-toplevel
+    path = (projection_path(args.model, args.dtype, args.conv_algorithm,
+                            jax.devices()[0].device_kind)
+            if args.kind == 'train' and args.matmul_outputs in ('auto', 'compute') else None)
+  if path:
+    with open(path) as f:
+      report['vs_projection'] = compare_with_projection(report, json.load(f), path)
   report['command'] = ' '.join(['python -m benchmarks.profile_step'] + (argv or sys.argv[1:]))
   throughput.write_report(report, args.out)
 

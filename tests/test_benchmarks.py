@@ -169,13 +169,22 @@ def test_gemm_reports_every_backend(tmp_path, capsys):
 def test_profile_step_attributes_time_to_categories_and_layers(tmp_path, capsys):
   from benchmarks import profile_step
   out = tmp_path / 'profile.json'
+  projection = tmp_path / 'projection.json'  # as benchmarks.gpu_compile writes one
+  projection.write_text(json.dumps({'results': [{'kind': 'train', 'batch': 2, 'devices': 1,
+                                                 'roofline': {'roofline_s': 1e-3, 'by_layer': {
+                                                     'blocks.*/proj/0': {'seconds': 1e-4}}}}]}))
   profile_step.main(['--model', 'small', '--kind', 'train', '--batch', '2', '--out', str(out),
-                     '--conv_algorithm', 'matmul'])
+                     '--conv_algorithm', 'matmul', '--projection', str(projection)])
   report = json.loads(out.read_text())
   capsys.readouterr()
   total = report['op_seconds_total']
   assert total > 0 and report['conv_algorithm'] == 'matmul'
   assert 0 <= report['idle_s'] < report['ops_span_s']
+  vs = report['vs_projection']
+  assert vs['projection'] == 'projection.json' and vs['roofline_s'] == 1e-3
+  assert vs['by_layer']['blocks.*/proj/0']['projected_s'] == 1e-4
+  assert vs['by_layer']['blocks.*/proj/0']['measured_s'] == pytest.approx(
+      report['by_layer']['blocks.*/proj/0']['seconds'], abs=1e-6)
   assert abs(sum(v['seconds'] for v in report['by_category'].values()) - total) < 1e-3
   assert report['by_category']['gemm']['seconds'] > 0
   # The proj conv's forward and backward land in one layer row.
@@ -226,6 +235,32 @@ def test_profile_events_of_a_gpu_are_its_stream_kernels():
     profile_step.operation_events(events[:5], 'x.trace.json.gz')
   assert profile_step.idle_seconds([dict(ts=0, dur=2), dict(ts=1, dur=3), dict(ts=6, dur=1)]) \
       == pytest.approx(2e-6)
+
+
+def test_profile_beside_its_projection():
+  from benchmarks import profile_step
+  report = dict(kind='train', batch=128, op_seconds_total=0.12, ops_span_s=0.125,
+                by_layer={'blocks.*/proj/0': dict(seconds=0.03), 'embed': dict(seconds=0.001)})
+  projection = dict(results=[
+      dict(kind='train', batch=256, devices=1, roofline=dict(roofline_s=0.17, by_layer={})),
+      dict(kind='train', batch=128, devices=1, roofline=dict(roofline_s=0.08, by_layer={
+          'blocks.*/proj/0': dict(seconds=0.02), 'blocks.*/TA/0': dict(seconds=0.01)}))])
+  vs = profile_step.compare_with_projection(report, projection, 'h100.json')
+  assert vs['measured_over_roofline'] == 1.5 and vs['roofline_s'] == 0.08
+  assert list(vs['by_layer']) == ['blocks.*/proj/0', 'embed', 'blocks.*/TA/0']
+  assert vs['by_layer']['blocks.*/proj/0'] == dict(measured_s=0.03, projected_s=0.02, ratio=1.5)
+  assert vs['by_layer']['embed']['ratio'] is None  # nothing projected there
+  assert vs['by_layer']['blocks.*/TA/0']['ratio'] == 0
+  with pytest.raises(ValueError, match=r'h100.json: no train projection at batch 64'):
+    profile_step.compare_with_projection(dict(report, batch=64), projection, 'h100.json')
+  # The committed projections are found by the GPU's name; other devices have none.
+  found = profile_step.projection_path('ntu26', 'bfloat16', 'xla', 'NVIDIA H100 80GB HBM3')
+  assert found.endswith('h100_deviceless_ntu26_bf16_train_xla_compute.json')
+  assert profile_step.projection_path('ntu26', 'bfloat16', 'matmul', 'NVIDIA H200').endswith(
+      'h200_deviceless_ntu26_bf16_train_matmul_compute.json')
+  assert profile_step.projection_path('ntu26', 'bfloat16', 'xla', 'cpu') is None
+  assert profile_step.projection_path('ntu26', 'float32', 'xla', 'NVIDIA H100 80GB HBM3') is None
+  assert profile_step.projection_path('small', 'bfloat16', 'xla', 'NVIDIA H100 80GB HBM3') is None
 
 
 def test_profile_reads_hand_written_hlo():
@@ -508,6 +543,18 @@ def test_gpu_suite_script_runs_a_part(tmp_path):
   lines = prof.stdout.strip().splitlines()
   assert lines[-3] == '== gpu_small_profile_train_b2_xla.json'
   assert lines[-2].startswith('train b2 xla: span ') and 'gemm' in lines[-2]
+  # On an H100 or H200 the profile carries its projection's comparison: summarised too.
+  from benchmarks import profile_step
+  report['vs_projection'] = profile_step.compare_with_projection(report, {'results': [
+      {'kind': 'train', 'batch': 2, 'roofline': {'roofline_s': 2e-3, 'by_layer': {
+          layer: {'seconds': 1e-3} for layer in report['by_layer']}}}]}, 'h100_x.json')
+  (tmp_path / 'vs').mkdir()
+  (tmp_path / 'vs' / 'gpu_small_profile_train_b2_xla.json').write_text(json.dumps(report))
+  vs = subprocess.run(['bash', str(repo / 'benchmarks' / 'gpu_suite.sh'), 'all'], cwd=repo,
+                      env=dict(env, OUT=str(tmp_path / 'vs'), PARTS='nonsense'),
+                      capture_output=True, text=True, timeout=120)
+  last = vs.stdout.strip().splitlines()[-1]
+  assert last.startswith('  vs h100_x.json: kernels ') and 'roofline 2.0 ms' in last, last
   bad = subprocess.run(['bash', str(repo / 'benchmarks' / 'gpu_suite.sh'), 'nonsense'],
                        cwd=repo, env=env, capture_output=True, text=True, timeout=120)
   assert bad.returncode != 0 and 'unknown part nonsense' in bad.stdout + bad.stderr
