@@ -280,14 +280,13 @@ def profile(model_name: str, kind: str, batch: int, dtype: str = 'float32',
   return report
 
 
-_PROJECTIONS = {'H100': 'h100', 'H200': 'h200'}  # device kind -> gpu_compile --target
-
-
 def projection_path(model_name: str, dtype: str, conv_algorithm: str, device_kind: str,
                     directory: str = os.path.join(os.path.dirname(__file__), 'results')):
   """The committed `gpu_compile` projection of this train step for this GPU (16-bit products,
-  cuBLAS), or None where there is none."""
-  target = next((t for kind, t in _PROJECTIONS.items() if kind in device_kind), None)
+  cuBLAS), or None where there is none (other GPUs, an H100 PCIe's bandwidth among them)."""
+  from benchmarks import gpu_compile  # pylint: disable=import-outside-toplevel  (it imports us)
+  target = next((name for name, spec in gpu_compile.TARGETS.items()
+                 if spec.device_kind and spec.device_kind == device_kind), None)
   tag = {'bfloat16': 'bf16'}.get(dtype)
   if target is None or tag is None:
     return None

@@ -259,6 +259,7 @@ def test_profile_beside_its_projection():
   assert profile_step.projection_path('ntu26', 'bfloat16', 'matmul', 'NVIDIA H200').endswith(
       'h200_deviceless_ntu26_bf16_train_matmul_compute.json')
   assert profile_step.projection_path('ntu26', 'bfloat16', 'xla', 'cpu') is None
+  assert profile_step.projection_path('ntu26', 'bfloat16', 'xla', 'NVIDIA H100 PCIe') is None
   assert profile_step.projection_path('ntu26', 'float32', 'xla', 'NVIDIA H100 80GB HBM3') is None
   assert profile_step.projection_path('small', 'bfloat16', 'xla', 'NVIDIA H100 80GB HBM3') is None
 
