@@ -140,7 +140,9 @@ for path in sorted(out.glob('*.json')):
     print('  ' + ', '.join(f"{k} {v['seconds']*1e3:.2f} ms"
                           for k, v in list(report['by_layer'].items())[:6]))
     vs = report.get('vs_projection')
-    if vs:  # measured beside gpu_compile's roofline of the same step
+    if vs and 'error' in vs:
+      print('  vs projection:', vs['error'][:150])
+    elif vs:  # measured beside gpu_compile's roofline of the same step
       print(f"  vs {vs['projection']}: kernels {vs['measured_ops_s']*1e3:.1f} ms, roofline "
             f"{vs['roofline_s']*1e3:.1f} ms (x{vs['measured_over_roofline']}); " + ', '.join(
                 f"{k} x{v['ratio']}" for k, v in list(vs['by_layer'].items())[:6]))

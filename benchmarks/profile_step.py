@@ -348,15 +348,21 @@ def main(argv=None):
   throughput.configure_host(args)
   report = profile(args.model, args.kind, args.batch, args.dtype, args.trace_dir,
                    args.conv_algorithm, args.matmul_outputs)
-  path = args.projection
-  if path == 'auto':
+  path, auto = args.projection, args.projection == 'auto'
+  if auto:
     import jax  # pylint: disable=import-outside-toplevel
     path = (projection_path(args.model, args.dtype, args.conv_algorithm,
                             jax.devices()[0].device_kind)
             if args.kind == 'train' and args.matmul_outputs in ('auto', 'compute') else None)
   if path:
     with open(path) as f:
-      report['vs_projection'] = compare_with_projection(report, json.load(f), path)
+      projection = json.load(f)
+    try:
+      report['vs_projection'] = compare_with_projection(report, projection, path)
+    except ValueError as e:
+      if not auto:
+        raise
+      report['vs_projection'] = {'error': str(e)}  # the measurement is kept all the same
   report['command'] = ' '.join(['python -m benchmarks.profile_step'] + (argv or sys.argv[1:]))
   throughput.write_report(report, args.out)
 

@@ -166,7 +166,7 @@ def test_gemm_reports_every_backend(tmp_path, capsys):
   capsys.readouterr()
 
 
-def test_profile_step_attributes_time_to_categories_and_layers(tmp_path, capsys):
+def test_profile_step_attributes_time_to_categories_and_layers(tmp_path, capsys, monkeypatch):
   from benchmarks import profile_step
   out = tmp_path / 'profile.json'
   projection = tmp_path / 'projection.json'  # as benchmarks.gpu_compile writes one
@@ -185,6 +185,13 @@ def test_profile_step_attributes_time_to_categories_and_layers(tmp_path, capsys)
   assert vs['by_layer']['blocks.*/proj/0']['projected_s'] == 1e-4
   assert vs['by_layer']['blocks.*/proj/0']['measured_s'] == pytest.approx(
       report['by_layer']['blocks.*/proj/0']['seconds'], abs=1e-6)
+  # A projection found on its own ('auto') that does not fit is noted; the profile is kept.
+  monkeypatch.setattr(profile_step, 'projection_path', lambda *args: str(projection))
+  profile_step.main(['--model', 'small', '--kind', 'train', '--batch', '1', '--out', str(out)])
+  capsys.readouterr()
+  noted = json.loads(out.read_text())
+  assert noted['by_category'] and 'no train projection at batch 1' in \
+      noted['vs_projection']['error']
   assert abs(sum(v['seconds'] for v in report['by_category'].values()) - total) < 1e-3
   assert report['by_category']['gemm']['seconds'] > 0
   # The proj conv's forward and backward land in one layer row.
