@@ -7,13 +7,15 @@ Builds the mesh, model, optimiser, state initialiser and steps with `train.jit_s
 `train.train_and_evaluate` runs: on-device augmentation, loss masks, the non-finite guard, the
 learning-rate schedule, gradient accumulation where `--microbatches` / the config asks), feeds
 one synthetic batch of the input pipeline's shapes (raw (B, max_frames, V, M, C) skeletons,
-labels, indices, mask) and times, in order: the state's initialisation (compile and run), the
-train step's trace and lowering (`train.lower_first_step`, as training does: meanwhile the idle
-core commits the memory of the first call, `heap_committed_gb`), its compilation, its first
-call (with the kernel time it spends, mostly the first touch of its memory) and a second call.
-`first_step_incl_compile_s` is the step's trace, lowering, compilation and first call;
-`from_process_start_s` runs from the interpreter's start (imports and initialisation included)
-to the end of the first step.
+labels, indices, mask) and times, as training does, the state's initialisation (compile and
+run) on this thread while `train.compile_first_step` traces, lowers and compiles the train step
+on another (`step_ready_s`: until both are done; the two threads' own times beside it), then
+the step's first call (with the kernel time it spends, mostly the first touch of its memory)
+and a second call. `first_step_incl_compile_s` is `step_ready_s` plus the first call: the
+state's initialisation runs inside it. `--sequential` initialises the state first and then
+compiles the step (`first_step_incl_compile_s`: the step's trace, lowering, compilation and
+first call, the initialisation before it). `from_process_start_s` runs from the interpreter's
+start (imports and initialisation included) to the end of the first step.
 Start each measurement in a fresh process: a warm process has compiled and touched it all.
 Needs ml_collections (the configs) but no TensorFlow.
 """
@@ -50,11 +52,12 @@ def synthetic_batch(config, batch: int, seed: int = 0) -> dict:
       index=np.arange(batch, dtype=np.int32), mask=np.ones(batch, bool))
 
 
-def measure(config, *, steps_per_epoch: int = 100) -> dict:
+def measure(config, *, steps_per_epoch: int = 100, sequential: bool = False) -> dict:
   """The phases' seconds (see the module docstring) for `config` on every local device."""
   import jax
   from istanet_jax import steps, train
-  timings = {}
+  timings = {'sequential': sequential}
+  compiled_before = train.compilations(train.TRAIN_STEP)
 
   def timed(name, fn):
     start, (user, system) = time.perf_counter(), _cpu_seconds()
@@ -70,18 +73,29 @@ def measure(config, *, steps_per_epoch: int = 100) -> dict:
   tx = steps.make_optimizer(config, steps_per_epoch)
   init_state, train_step, _ = train.jit_steps(config, model, tx, mesh)
   key = jax.random.key(config.seed)
-  state = timed('init_state', lambda: jax.block_until_ready(init_state(key)))
   batch = train.to_global(synthetic_batch(config, config.batch_size),
                           jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data')))
-  lowered, committed = timed('trace_and_lower',
-                             lambda: train.lower_first_step(train_step, state, batch, key))
-  timings['heap_committed_gb'] = round(committed / 2**30, 2)
-  compiled = timed('compile', lowered.compile)
-  state, metrics = timed('first_call', lambda: jax.block_until_ready(compiled(state, batch, key)))
+
+  def ready():
+    if sequential:
+      state = timed('init_state', lambda: jax.block_until_ready(init_state(key)))
+      return state, train.compile_first_step(train_step, state, batch, key).result()
+    compiling = train.compile_first_step(train_step, jax.eval_shape(init_state, key), batch, key)
+    state = timed('init_state', lambda: jax.block_until_ready(init_state(key)))
+    return state, compiling.result()
+
+  state, phases = timed('step_ready', ready)
+  timings.update({k: round(v, 3) for k, v in phases.items()})
+  state, metrics = timed('first_call', lambda: jax.block_until_ready(train_step(state, batch, key)))
   first_step_end = time.perf_counter()
-  timed('second_call', lambda: jax.block_until_ready(compiled(state, batch, key)))
-  timings['first_step_incl_compile_s'] = round(
-      timings['trace_and_lower_s'] + timings['compile_s'] + timings['first_call_s'], 3)
+  timed('second_call', lambda: jax.block_until_ready(train_step(state, batch, key)))
+  if sequential:
+    timings['first_step_incl_compile_s'] = round(
+        timings['trace_and_lower_s'] + timings['compile_s'] + timings['first_call_s'], 3)
+  else:
+    timings['first_step_incl_compile_s'] = round(
+        timings['step_ready_s'] + timings['first_call_s'], 3)
+  timings['train_step_compilations'] = train.compilations(train.TRAIN_STEP) - compiled_before
   timings['from_process_start_s'] = round(first_step_end - _PROCESS_START, 3)
   timings['loss'] = float(metrics['loss_sum'] / metrics['count'])
   timings['peak_rss_gb'] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
@@ -95,6 +109,8 @@ def main(argv=None):
   parser.add_argument('--batch', type=int, default=None, help='batch_size (default: the config)')
   parser.add_argument('--microbatches', type=int, default=None,
                       help='gradient accumulation (default: the config)')
+  parser.add_argument('--sequential', action='store_true',
+                      help='initialise the state, then compile the step (training overlaps them)')
   parser.add_argument('--out', default=None)
   throughput.add_host_flag(parser)
   args = parser.parse_args(argv)
@@ -107,7 +123,7 @@ def main(argv=None):
     config.microbatches = args.microbatches
   report = dict(config=args.config, batch_size=config.batch_size,
                 microbatches=config.get('microbatches', 1),
-                bn_group_size=config.get('bn_group_size'), **measure(config),
+                bn_group_size=config.get('bn_group_size'), **measure(config, sequential=args.sequential),
                 environment=throughput.environment())
   throughput.write_report(report, args.out)
 

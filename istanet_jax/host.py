@@ -40,29 +40,24 @@ Three settings, all measured on the NTU Mutual 26 model (benchmarks/README.md):
 Set ISTANET_HOST_DEFAULTS=0 to leave all this alone; XLA_FLAGS naming xla_cpu_use_xnnpack or
 xla_backend_extra_options wins over the matching setting.
 
-`warm_heap()` commits memory for a step's first call on an idle core while the step is traced.
-
 `enable_compilation_cache` keeps compiled programs on disk (JAX's persistent cache): a run
 that compiles what an earlier one did, e.g. a resumed or repeated training, loads them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import gc
 import os
 import sys
-import threading
-from typing import Iterator, Optional
+from typing import Optional
 
 _XNNPACK = '--xla_cpu_use_xnnpack'
 _EXTRA_OPTIONS = '--xla_backend_extra_options'
 _NO_LOOP_UNROLLING = 'xla_cpu_disable_loop_unrolling'
 # glibc mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
-_COMMIT_CHUNK = 64 << 20
 _done = []
 GC_THRESHOLD0 = 10_000
 
@@ -120,71 +115,6 @@ def _keep_freed_memory(arenas: Optional[str] = None) -> bool:
   if arenas:
     settings.append((_M_ARENA_MAX, int(arenas)))
   return all(mallopt(param, value) == 1 for param, value in settings)
-
-
-@contextlib.contextmanager
-def warm_heap() -> Iterator[list]:
-  """While the block runs, a second thread commits fresh pages at the top of glibc's main heap
-  (at most a quarter of the available memory); the main thread's next large allocation reuses
-  them. Yields a one-item list: the bytes committed so far.
-
-  For single-threaded work before a first call, such as tracing and lowering the train step:
-  XLA:CPU allocates the step's temporaries (2.7 GB for the NTU step at batch 16, 4
-  microbatches) when it first runs, and touching them for the first time cost that call ~0.8
-  million page faults, ~1.5 s of kernel time, on this VM. Committed while the step was traced
-  on the otherwise idle second core, the first call faulted 0.16-0.25 million pages (0.3-0.5 s)
-  and the trace took no longer (README: Performance). Memory committed and not used stays with
-  the process, as everything freed does after `configure()`.
-
-  A no-op unless `configure()` set glibc to keep freed memory (else the heap would hand the
-  pages back) and the default backend is the CPU (an accelerator's temporaries are elsewhere).
-  """
-  functions = [_glibc(name) for name in ('malloc', 'free')]
-  import jax  # pylint: disable=g-import-not-at-top
-  if (not (_done and _done[0]['malloc']) or None in functions
-      or jax.default_backend() != 'cpu'):
-    yield [0]
-    return
-  malloc, free = functions
-  malloc.argtypes, malloc.restype = [ctypes.c_size_t], ctypes.c_void_p
-  free.argtypes, free.restype = [ctypes.c_void_p], None
-  size = _available_bytes() // 4
-  # Allocated here, on the caller's thread (the main heap when called from the main thread: a
-  # thread's own arena would keep the pages from it); the other thread only touches them.
-  base = malloc(size) if size > _COMMIT_CHUNK else None
-  if not base:
-    yield [0]
-    return
-  committed, stop = [0], threading.Event()
-
-  def commit():
-    # Written page by page (memset, without the GIL): madvise(MADV_POPULATE_WRITE) commits
-    # faster but holds the address-space lock, and the trace took 2.8-2.9 s instead of 1.6-1.8.
-    start = base
-    while start + _COMMIT_CHUNK <= base + size and not stop.is_set():
-      ctypes.memset(start, 0, _COMMIT_CHUNK)
-      start += _COMMIT_CHUNK
-      committed[0] += _COMMIT_CHUNK
-
-  thread = threading.Thread(target=commit, name='warm_heap', daemon=True)
-  thread.start()
-  try:
-    yield committed
-  finally:
-    stop.set()
-    thread.join()
-    free(base)
-
-
-def _available_bytes() -> int:
-  try:
-    with open('/proc/meminfo') as f:
-      for line in f:
-        if line.startswith('MemAvailable:'):
-          return int(line.split()[1]) * 1024
-  except OSError:
-    pass
-  return 0
 
 
 def release_freed_memory() -> bool:

@@ -76,6 +76,16 @@ def num_examples(builder_or_name, split: str, data_dir: Optional[str] = None) ->
   return int(get_builder(builder_or_name, data_dir).info.splits[split].num_examples)
 
 
+def skeleton_shape(builder_or_name, data_dir: Optional[str] = None) -> tuple[int, int, int]:
+  """(V, M, C) of the dataset's skeletons, the batches' trailing axes (read from its info)."""
+  builder = get_builder(builder_or_name, data_dir)
+  shape = tuple(builder.info.features['skeleton'].shape[1:])
+  if len(shape) != 3 or None in shape:
+    raise ValueError(f'{builder.name}: feature skeleton must be (None, V, M, 3) with fixed V, M; '
+                     f'got {builder.info.features["skeleton"].shape}')
+  return shape
+
+
 def _local_batch(batch_size: int, process_count: int) -> int:
   if batch_size <= 0 or batch_size % process_count:
     raise ValueError(f'batch_size {batch_size} must be a positive multiple of process_count '
@@ -359,10 +369,7 @@ def make_iterator(builder_or_name, split: str, *, batch_size: int, max_frames: i
   stop_step = _FOREVER // plan.per_epoch * steps if num_epochs is None else num_epochs * steps
   start_step = min(start_step, stop_step)
 
-  shape = tuple(builder.info.features['skeleton'].shape[1:])
-  if len(shape) != 3 or None in shape:
-    raise ValueError(f'{builder.name}: feature skeleton must be (None, V, M, 3) with fixed V, M; '
-                     f'got {builder.info.features["skeleton"].shape}')
+  shape = skeleton_shape(builder)
   if num_threads is None:
     num_threads = min(16, os.cpu_count() or 1)
   if label_key not in builder.info.features:

@@ -13,6 +13,8 @@ uninterrupted run. Metrics go to `workdir/metrics.jsonl` and TensorBoard event f
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import itertools
 import json
 import os
@@ -27,21 +29,26 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from istanet_jax import checkpoints, files, host, input_pipeline, optim, steps
 
-BATCH_KEYS = ('skeleton', 'label', 'index', 'mask')
-_COMPILATIONS = [0]
+# What the train and eval steps take of a host batch (input_pipeline's), in these dtypes.
+BATCH_DTYPES = {'skeleton': np.float32, 'label': np.int32, 'index': np.int32, 'mask': np.bool_}
+BATCH_KEYS = tuple(BATCH_DTYPES)
+_COMPILATIONS = collections.Counter()
+TRAIN_STEP = 'jit(train_step)'  # the train step's name in compilation events
 
 
-def _count_compilations(event: str, duration: float, **_) -> None:
+def _count_compilations(event: str, duration: float, fun_name: str = '', **_) -> None:
+  del duration
   if event == '/jax/core/compile/backend_compile_duration':
-    _COMPILATIONS[0] += 1
+    _COMPILATIONS[fun_name] += 1
 
 
 jax.monitoring.register_event_duration_secs_listener(_count_compilations)
 
 
-def compilations() -> int:
-  """XLA compilations in this process so far (jax.monitoring events, not timing)."""
-  return _COMPILATIONS[0]
+def compilations(fun_name: Optional[str] = None) -> int:
+  """XLA compilations in this process so far (jax.monitoring events, not timing), all or
+  those of one program ('jit(train_step)')."""
+  return sum(_COMPILATIONS.values()) if fun_name is None else _COMPILATIONS[fun_name]
 
 
 # --------------------------------------------------------------------------- metrics
@@ -116,8 +123,18 @@ def to_global(batch: dict, sharding: NamedSharding) -> dict:
 
 
 def _host_batch(batch: dict) -> dict:
-  return {'skeleton': batch['skeleton'], 'label': batch['label'].astype(np.int32),
-          'index': batch['index'].astype(np.int32), 'mask': batch['mask']}
+  return {k: np.asarray(batch[k], dtype) for k, dtype in BATCH_DTYPES.items()}
+
+
+def abstract_batch(config: ml_collections.ConfigDict, sharding: NamedSharding) -> dict:
+  """The global train batch `to_global(_host_batch(...))` makes, as `jax.ShapeDtypeStruct`s
+  (the dataset's skeleton shape from its info: no example is read)."""
+  shape = input_pipeline.skeleton_shape(config.dataset, config.get('data_dir'))
+  b = config.batch_size
+  shapes = {'skeleton': (b, config.max_frames, *shape), 'label': (b,), 'index': (b,),
+            'mask': (b,)}
+  return {k: jax.ShapeDtypeStruct(shapes[k], dtype, sharding=sharding)
+          for k, dtype in BATCH_DTYPES.items()}
 
 
 # --------------------------------------------------------------------------- loop
@@ -180,12 +197,27 @@ def jit_steps(config: ml_collections.ConfigDict, model, tx, mesh: Mesh):
   return init_state, train_step, jit_eval_step(config, model, mesh)
 
 
-def lower_first_step(train_step, state, batch, key):
-  """train_step.lower(state, batch, key) inside `host.warm_heap`: the idle core commits the
-  memory of the step's first call while it is traced. Returns (lowered, bytes committed)."""
-  with host.warm_heap() as committed:
+def compile_first_step(train_step, state, batch, key) -> concurrent.futures.Future:
+  """Traces, lowers and compiles `train_step` for (state, batch, key) on a thread of its own;
+  the future gives {'trace_and_lower_s', 'compile_s'}. state and batch may be abstract
+  (`jax.ShapeDtypeStruct`s with their shardings: `jax.eval_shape` of the initialiser,
+  `abstract_batch`), so that training initialises its state and reads its split meanwhile.
+  The jitted step then runs that executable when first called with arrays of those shapes,
+  dtypes and shardings (no second compilation; tests/test_train.py). On the CPU the NTU state's
+  initialisation and the step's compilation, one after the other, took 16.5-19.4 s and
+  overlapped 12.8-18.2 s (README: Performance)."""
+  def work():
+    start = time.perf_counter()
     lowered = train_step.lower(state, batch, key)
-  return lowered, committed[0]
+    lowered_at = time.perf_counter()
+    lowered.compile()
+    return {'trace_and_lower_s': lowered_at - start,
+            'compile_s': time.perf_counter() - lowered_at}
+  pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='istanet-compile')
+  try:
+    return pool.submit(work)
+  finally:
+    pool.shutdown(wait=False)  # the thread ends with the compilation
 
 
 def jit_eval_step(config: ml_collections.ConfigDict, model, mesh: Mesh):
@@ -215,6 +247,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   model = steps.model_from_config(config)
   tx = steps.make_optimizer(config, steps_per_epoch)
   init_state, train_step, eval_step = jit_steps(config, model, tx, mesh)
+  step_compilations = compilations(TRAIN_STEP)
 
   last = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                   max_to_keep=config.get('keep_checkpoints', 2))
@@ -223,31 +256,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # The state's layout without running the initialiser, whose compilation a resumed run skips
   # (NTU: 7.6-12.9 s, `python -m benchmarks.first_step`).
   base_key = jax.random.key(config.seed)
-  restored = last.restore_latest(checkpoints.abstract_like(jax.eval_shape(init_state, base_key)))
+  abstract_state = jax.eval_shape(init_state, base_key)
+  restored = last.restore_latest(checkpoints.abstract_like(abstract_state))
   if restored is not None:
     state, meta, at = restored
     _say(f'Resuming from {last.directory}/{at}: epoch {meta["epoch"]} done, '
          f'best top-1 {meta["best_top1"]:.4f}')
-  # The iterator reads the split into memory on a thread of its own: first, so that the read
-  # overlaps the initialiser's compilation.
-  train_iter = input_pipeline.make_iterator(
-      config.dataset, config.train_split, batch_size=config.batch_size, train=True,
-      seed=config.seed, start_state=meta['data_state'], **_data_kwargs(config))
-  if restored is None:
-    state = init_state(base_key)
   start_epoch = int(meta['epoch'])
-  writer = MetricWriter(workdir, keep_until_epoch=start_epoch if restored else None,
-                        enabled=jax.process_index() == 0)
-
   end_epoch = config.num_epoch
   if stop_after_epochs is not None:
     end_epoch = min(end_epoch, start_epoch + stop_after_epochs)
+  # The iterator reads the split into memory on a thread of its own, and the train step then
+  # compiles on another while the state is initialised. The iterator comes first: its imports
+  # (grain's, on this thread) go through etils' `lazy_imports`, which swaps the import function
+  # of the whole process, and must not meet the step's tracing (test_train.py).
+  train_iter = input_pipeline.make_iterator(
+      config.dataset, config.train_split, batch_size=config.batch_size, train=True,
+      seed=config.seed, start_state=meta['data_state'], **_data_kwargs(config))
+  step_compiled = None
+  if start_epoch < end_epoch:
+    step_compiled = compile_first_step(train_step, abstract_state,
+                                       abstract_batch(config, data_sharding), base_key)
+  if restored is None:
+    state = init_state(base_key)
+  if step_compiled is not None:
+    step_compiled.result()  # raises what the compilation raised
+  writer = MetricWriter(workdir, keep_until_epoch=start_epoch if restored else None,
+                        enabled=jax.process_index() == 0)
+
   # One eval iterator for the run, a pass per evaluation: an iterator reads the whole split
   # into memory when it starts, which each evaluation would otherwise repeat.
   eval_iter = None
   summary = {'epochs_run': 0, 'resumed_from_epoch': start_epoch if restored else None}
   compiled_by_first_epoch = None
-  first_step = True
   for epoch in range(start_epoch, end_epoch):
     totals = None
     start = time.perf_counter()
@@ -258,9 +299,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     with jax.transfer_guard_device_to_host('disallow_explicit'):
       for _ in range(steps_per_epoch):
         batch = to_global(_host_batch(next(train_iter)), data_sharding)
-        if first_step:
-          first_step = False
-          lower_first_step(train_step, state, batch, base_key)  # jit then only compiles it
         state, metrics = train_step(state, batch, base_key)
         totals = steps.accumulate(totals, metrics)
         bar.update(config.batch_size)
@@ -307,6 +345,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   writer.close()
   # Train and eval steps (incl. the partial last eval batch) compile in the first epoch only.
   summary['compilations_after_first_epoch'] = compilations() - (compiled_by_first_epoch or compilations())
+  # 1 where training ran: the compilation `compile_first_step` made is the one the step runs.
+  summary['train_step_compilations'] = compilations(TRAIN_STEP) - step_compilations
   summary.update(best_top1=meta['best_top1'], best_epoch=meta['best_epoch'],
                  epoch=meta['epoch'], state=state)
   return summary

@@ -105,6 +105,8 @@ def test_loss_falls_every_sample_is_evaluated_and_nothing_recompiles(data_dir, f
   assert four['iterators_made'] == [('fold1+fold2+fold3+fold4', True), ('fold0', False)]
   assert all(0 <= m['eval/top1'] <= m['eval/top5'] <= 1 for m in evals)
   assert four['compilations_after_first_epoch'] == 0
+  # The step compiled beside the state's initialisation is the one that ran.
+  assert four['train_step_compilations'] == 1
   scores = np.load(workdir / 'best_scores.npy')
   names = json.loads((workdir / 'best_scores.json').read_text())['sample_names']
   assert scores.shape == (n_test, 8) and len(set(names)) == n_test
@@ -125,6 +127,8 @@ def test_killed_run_resumes_exactly(data_dir, tmp_path, four_device_run, capsys)
                                   devices=jax.devices()[:4])
   assert 'Resuming from' in capsys.readouterr().out
   assert rest['resumed_from_epoch'] == 1 and rest['epochs_run'] == 2
+  # Compiled for the restored state before the first step: the step runs that compilation.
+  assert first['train_step_compilations'] == rest['train_step_compilations'] == 1
   _assert_trees(_params(rest), _params(full))
   _assert_trees(jax.device_get(rest['state']['opt_state']), jax.device_get(full['state']['opt_state']))
   assert _comparable(train.read_metrics(str(tmp_path))) == _comparable(train.read_metrics(str(full_dir)))
@@ -295,6 +299,7 @@ from istanet_jax import train
 from test_train import tiny_config
 result = train.train_and_evaluate(tiny_config(sys.argv[3], num_epoch=1), sys.argv[4],
                                   progress=False)
+assert result['train_step_compilations'] == 1, result['train_step_compilations']
 if jax.process_index() == 0:
   leaves = jax.tree_util.tree_leaves(jax.device_get(result['state']['params']))
   np.savez(os.path.join(sys.argv[4], 'params.npz'), *leaves)
@@ -337,6 +342,40 @@ def test_two_processes_train_like_one(data_dir, tmp_path, one_epoch_on_four_devi
   saved = np.load(tmp_path / 'run' / 'params.npz')
   ours = [saved[f'arr_{i}'] for i in range(len(saved.files))]
   _assert_trees(ours, _params(four), rtol=SHARDING_RTOL)
+
+
+LAZY_IMPORTS_WORKER = r'''
+import os, sys, threading
+from etils import epy
+from etils.epy import lazy_imports_utils
+entered, original = [], lazy_imports_utils.lazy_imports
+def recording(*args, **kwargs):
+  compiling = any(t.name.startswith('istanet-compile') for t in threading.enumerate())
+  entered.append((threading.current_thread().name, compiling))
+  return original(*args, **kwargs)
+epy.lazy_imports = lazy_imports_utils.lazy_imports = recording
+sys.path[:0] = [sys.argv[1], os.path.join(sys.argv[1], 'tests')]
+import jax
+from istanet_jax import train
+from test_train import tiny_config
+assert 'grain' not in sys.modules
+result = train.train_and_evaluate(tiny_config(sys.argv[2], num_epoch=1), sys.argv[3],
+                                  progress=False, devices=jax.devices()[:1])
+assert 'grain' in sys.modules and result['train_step_compilations'] == 1
+print('ENTERED', sorted(set(entered)))
+'''
+
+
+def test_no_import_swap_while_the_step_compiles(data_dir, tmp_path):
+  """etils' `lazy_imports` (grain's import) swaps `builtins.__import__` for the whole process
+  while it runs; an import that the step's tracing made meanwhile on the compiling thread would
+  get a lazy stand-in. A fresh training process enters it on the main thread only, and never
+  while the step compiles."""
+  proc = subprocess.run([sys.executable, '-c', LAZY_IMPORTS_WORKER, str(REPO), data_dir,
+                         str(tmp_path / 'run')], capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.split('ENTERED', 1)[1].strip() == "[('MainThread', False)]", (
+      proc.stdout[-500:])
 
 
 CHECKPOINT_WORKER = r'''
