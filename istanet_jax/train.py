@@ -204,8 +204,8 @@ def compile_first_step(train_step, state, batch, key) -> concurrent.futures.Futu
   `abstract_batch`), so that training initialises its state and reads its split meanwhile.
   The jitted step then runs that executable when first called with arrays of those shapes,
   dtypes and shardings (no second compilation; tests/test_train.py). On the CPU the NTU state's
-  initialisation and the step's compilation, one after the other, took 16.5-19.4 s and
-  overlapped 12.8-18.2 s (README: Performance)."""
+  initialisation and the step's compilation took 15.9-17.4 s one after the other and
+  12.6-15.0 s side by side (`python -m benchmarks.first_step`, README: Performance)."""
   def work():
     start = time.perf_counter()
     lowered = train_step.lower(state, batch, key)
