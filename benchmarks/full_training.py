@@ -24,7 +24,8 @@ the defaults, see `SPLIT_SIZES`) and to the config's epochs and evaluation inter
               + evaluations * eval_samples / eval_sps
 
 Also reported: recompilations after the first epoch (train and eval, partial last eval batch
-included), which must be 0. No host-device round trip happens inside a training epoch: the loop
+included), which must be 0, and the train step's compilations, 1 (the one training makes beside
+the state's initialisation, `train.compile_first_step`). No host-device round trip happens inside a training epoch: the loop
 runs under `jax.transfer_guard_device_to_host('disallow_explicit')`.
 """
 
@@ -133,6 +134,7 @@ def run(config, workdir: str, *, epochs: int, num_per_class: int, train_samples:
               file_format=config.get('prepare_file_format'), prepare_s=prepare_s,
               epochs_run=summary['epochs_run'],
               compilations_after_first_epoch=summary['compilations_after_first_epoch'],
+              train_step_compilations=summary['train_step_compilations'],
               epochs=timings, projection=projection)
 
 

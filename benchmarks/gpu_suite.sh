@@ -152,5 +152,6 @@ for path in sorted(out.glob('*.json')):
     p = report['projection']
     print(f"projected {p['projected_total_min']:.1f} min: train {p['train_samples_per_s']:.0f}/s "
           f"eval {p['eval_samples_per_s']:.0f}/s rest {p['rest_of_epoch_s']:.2f} s/epoch "
-          f"recompilations {report['compilations_after_first_epoch']}")
+          f"recompilations {report['compilations_after_first_epoch']} "
+          f"train step compiled {report.get('train_step_compilations')}x")
 EOF

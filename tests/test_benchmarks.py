@@ -467,6 +467,7 @@ def test_full_training_runs_the_real_loop(tmp_path, capsys):
   capsys.readouterr()
   report = json.loads(out.read_text())
   assert report['batch_size'] == 16 and report['compilations_after_first_epoch'] == 0
+  assert report['train_step_compilations'] == 1
   assert [e['epoch'] for e in report['epochs']] == [1, 2, 3]
   p = report['projection']
   assert p['num_epoch'] == 4 and p['train_samples'] == 1000  # the config's, not the 3 run
