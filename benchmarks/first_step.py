@@ -123,7 +123,8 @@ def main(argv=None):
     config.microbatches = args.microbatches
   report = dict(config=args.config, batch_size=config.batch_size,
                 microbatches=config.get('microbatches', 1),
-                bn_group_size=config.get('bn_group_size'), **measure(config, sequential=args.sequential),
+                bn_group_size=config.get('bn_group_size'),
+                **measure(config, sequential=args.sequential),
                 environment=throughput.environment())
   throughput.write_report(report, args.out)
 

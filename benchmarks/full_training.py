@@ -25,8 +25,9 @@ the defaults, see `SPLIT_SIZES`) and to the config's epochs and evaluation inter
 
 Also reported: recompilations after the first epoch (train and eval, partial last eval batch
 included), which must be 0, and the train step's compilations, 1 (the one training makes beside
-the state's initialisation, `train.compile_first_step`). No host-device round trip happens inside a training epoch: the loop
-runs under `jax.transfer_guard_device_to_host('disallow_explicit')`.
+the state's initialisation, `train.compile_first_step`). No host-device round trip happens
+inside a training epoch: the loop runs under
+`jax.transfer_guard_device_to_host('disallow_explicit')`.
 """
 
 from __future__ import annotations
