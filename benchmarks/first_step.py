@@ -77,11 +77,10 @@ def measure(config, *, steps_per_epoch: int = 100, sequential: bool = False) -> 
                           jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data')))
 
   def ready():
-    if sequential:
-      state = timed('init_state', lambda: jax.block_until_ready(init_state(key)))
-      return state, train.compile_first_step(train_step, state, batch, key).result()
-    compiling = train.compile_first_step(train_step, jax.eval_shape(init_state, key), batch, key)
+    compiling = None if sequential else train.compile_first_step(
+        train_step, jax.eval_shape(init_state, key), batch, key)
     state = timed('init_state', lambda: jax.block_until_ready(init_state(key)))
+    compiling = compiling or train.compile_first_step(train_step, state, batch, key)
     return state, compiling.result()
 
   state, phases = timed('step_ready', ready)
