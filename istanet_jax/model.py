@@ -502,8 +502,7 @@ _conv_along.defvjp(_conv_along_fwd, _conv_along_bwd)
 class Conv3d(nn.Module):
   """nn.Conv3d(in, out, kernel, padding=(k-1)//2) on (N, U, Tw, JE, C) with kernel (kt, kj, ku).
 
-  x may also be a sequence of arrays, the input being their concatenation along channels (the
-  attention's heads). `splits` > 1 returns the output cut into that many equal channel groups,
+  `splits` > 1 returns the output cut into that many equal channel groups,
   each its own matmul (the attention's q and k per head), so no slice of the output is copied
   (in 16-bit one matmul, cut after its cast to bf16: fewer, wider matmuls on the matrix units).
 
@@ -522,39 +521,36 @@ class Conv3d(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    xs = list(x) if isinstance(x, (list, tuple)) else [x]
-    in_features = sum(xi.shape[-1] for xi in xs)
+    in_features = x.shape[-1]
     kt, kj, ku = self.kernel_size
     fan_in = in_features * kt * kj * ku
     weight = self.param('weight', torch_uniform_init(fan_in),
                         (kt, kj, ku, in_features, self.features), self.param_dtype)
     bias = self.param('bias', torch_uniform_init(fan_in), (self.features,), self.param_dtype)
-    dtype = self.dtype or jnp.result_type(*xs, weight)
-    xs = [xi.astype(dtype) for xi in xs]
+    dtype = self.dtype or jnp.result_type(x, weight)
+    x = x.astype(dtype)
     weight, bias = weight.astype(dtype), bias.astype(dtype)
     low_precision = _is_16bit(dtype)
     if (kt, kj, ku) == (1, 1, 1) and not low_precision:
-      cols, w = (xs[0] if len(xs) == 1 else jnp.concatenate(xs, -1)), weight[0, 0, 0]
+      cols, w = x, weight[0, 0, 0]
     elif kj == 1 and min(kt, ku) == 1:
       # 16-bit 1x1 convs come here too (k = 1): with float32 products, autodiff's matmuls
       # would take the float32 output gradient and miss the matrix units.
-      xc = xs[0] if len(xs) == 1 else jnp.concatenate(xs, -1)
       w = weight.reshape(max(kt, ku), in_features, self.features)
       axis = 2 if kt > 1 else 1
       if (self.conv_algorithm == 'winograd' and not low_precision
           and w.shape[0] in WINOGRAD_TILES):
-        y = _winograd_conv(xc, w, axis, self.precision)
+        y = _winograd_conv(x, w, axis, self.precision)
       else:
         backward = 'matmul' if self.conv_algorithm == 'winograd' else self.conv_algorithm
         acc = _accumulation(dtype, resolve_matmul_outputs(self.matmul_outputs))
-        y = _conv_along(xc, w, axis, self.precision, backward, acc)
+        y = _conv_along(x, w, axis, self.precision, backward, acc)
       # bf16 products too take the bias in float32: its gradient then sums in float32.
       y = (y.astype(jnp.promote_types(y.dtype, jnp.float32)) + bias).astype(dtype)
       return jnp.split(y, self.splits, axis=-1) if self.splits > 1 else y
     else:
-      xc = xs[0] if len(xs) == 1 else jnp.concatenate(xs, -1)
       y = jax.lax.conv_general_dilated(
-          xc, weight.transpose(2, 0, 1, 3, 4), window_strides=(1, 1, 1),
+          x, weight.transpose(2, 0, 1, 3, 4), window_strides=(1, 1, 1),
           padding=[((k - 1) // 2,) * 2 for k in (ku, kt, kj)],
           dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'), precision=self.precision)
       y = y + bias
@@ -752,10 +748,13 @@ class TSABlock(nn.Module):
     # with float32 products (the CPU's) the rows stay split in (head, token): the gradient of x
     # then contracts over two axes, which XLA:CPU runs on the matrix units (one axis: as a
     # float32 matmul). Otherwise the rows are flat: float32 was tuned with them, and with 16-bit
-    # products (a GPU's) both gradients then read the output gradient, which arrives
-    # concatenated by `proj`, through one transposed copy instead of one each (2.3% of the
-    # H100 train step's projected memory traffic). Heads stack along channels, head major, as
-    # the reference's view(N, H*C, ...): `proj` concatenates.
+    # products (a GPU's) both gradients then read the output gradient, which arrives from
+    # `proj`'s channels, through one transposed copy instead of one each (2.3% of the H100
+    # train step's projected memory traffic). Heads stack along channels, head major, as the
+    # reference's view(N, H*C, ...), by one transposing copy: XLA:CPU fuses it into `proj`'s
+    # zero padding, and its gradient into the Winograd output transform (a concatenation of the
+    # heads, whose gradients were then summed into place, took two passes of their own: the NTU
+    # train step runs 1-2% faster, the eval forward ~4%; the H100 projection is unchanged).
     values = x.reshape(n, u, tw * je * c)
     if _is_16bit(x.dtype) and outputs == 'float32':
       mixed = _einsum('nhap,npk->nhak', jnp.swapaxes(atten, 2, 3), values, self.precision,
@@ -764,7 +763,7 @@ class TSABlock(nn.Module):
       mixed = _einsum('nap,npk->nak', jnp.swapaxes(atten, 2, 3).reshape(n, h * u, u), values,
                       self.precision, outputs)
     mixed = mixed.reshape(n, h, u, tw, je, c).astype(x.dtype)
-    heads = [mixed[:, i] for i in range(h)]
+    heads = einops.rearrange(mixed, 'n h u tw je c -> n u tw je (h c)')
 
     if self.in_channels != self.out_channels:
       xres = conv_bn(self.out_channels, (1, 1, 1), 'residual')(x, train)
