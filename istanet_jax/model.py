@@ -502,9 +502,9 @@ _conv_along.defvjp(_conv_along_fwd, _conv_along_bwd)
 class Conv3d(nn.Module):
   """nn.Conv3d(in, out, kernel, padding=(k-1)//2) on (N, U, Tw, JE, C) with kernel (kt, kj, ku).
 
-  `splits` > 1 returns the output cut into that many equal channel groups,
-  each its own matmul (the attention's q and k per head), so no slice of the output is copied
-  (in 16-bit one matmul, cut after its cast to bf16: fewer, wider matmuls on the matrix units).
+  `splits` > 1 returns the output cut into that many equal channel groups, each its own matmul
+  (the attention's q and k per head), so no slice of the output is copied (in 16-bit one
+  matmul, cut after its cast to bf16: fewer, wider matmuls on the matrix units).
 
   The reference only uses 1x1x1 (a matmul, `_matmul`), (1,1,ku) over tokens and (kt,1,1) over
   the window's frames (`_conv_along`); anything else runs as a general 3-D conv. In 16-bit the
@@ -754,7 +754,7 @@ class TSABlock(nn.Module):
     # reference's view(N, H*C, ...), by one transposing copy: XLA:CPU fuses it into `proj`'s
     # zero padding, and its gradient into the Winograd output transform (a concatenation of the
     # heads, whose gradients were then summed into place, took two passes of their own: the NTU
-    # train step runs 1-2% faster, the eval forward ~4%; the H100 projection is unchanged).
+    # train step runs 1-2% faster, the eval forward ~5%; the H100 projections are unchanged).
     values = x.reshape(n, u, tw * je * c)
     if _is_16bit(x.dtype) and outputs == 'float32':
       mixed = _einsum('nhap,npk->nhak', jnp.swapaxes(atten, 2, 3), values, self.precision,
