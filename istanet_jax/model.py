@@ -532,7 +532,7 @@ class Conv3d(nn.Module):
     weight, bias = weight.astype(dtype), bias.astype(dtype)
     low_precision = _is_16bit(dtype)
     if (kt, kj, ku) == (1, 1, 1) and not low_precision:
-      cols, w = x, weight[0, 0, 0]
+      w = weight[0, 0, 0]
     elif kj == 1 and min(kt, ku) == 1:
       # 16-bit 1x1 convs come here too (k = 1): with float32 products, autodiff's matmuls
       # would take the float32 output gradient and miss the matrix units.
@@ -556,9 +556,9 @@ class Conv3d(nn.Module):
       y = y + bias
       return jnp.split(y, self.splits, axis=-1) if self.splits > 1 else y
     if self.splits == 1:
-      return _matmul(cols, w, self.precision) + bias
+      return _matmul(x, w, self.precision) + bias
     width = self.features // self.splits
-    return [_matmul(cols, w[:, i * width:(i + 1) * width], self.precision)
+    return [_matmul(x, w[:, i * width:(i + 1) * width], self.precision)
             + bias[i * width:(i + 1) * width] for i in range(self.splits)]
 
 
