@@ -267,17 +267,19 @@ def _config_step(config, kind: str, batch: int, mesh):
   """(jitted step, its arguments, their PartitionSpecs) for `compile_step`: the train or eval
   step of `istanet_jax.train.jit_steps`, what training runs for `config` (augmentation, loss
   masks, the non-finite guard, the schedule, gradient accumulation), on abstract state and a
-  synthetic batch of `batch` samples."""
+  synthetic batch of `batch` samples; or ('init') its state initialiser."""
   import jax  # pylint: disable=import-outside-toplevel
   from benchmarks import first_step  # pylint: disable=import-outside-toplevel
   from istanet_jax import steps, train  # pylint: disable=import-outside-toplevel
   replicated, split = jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec('data')
   model = steps.model_from_config(config)
   tx = steps.make_optimizer(config, steps_per_epoch=100)
-  _, train_step, eval_step = train.jit_steps(config, model, tx, mesh)
+  init_state, train_step, eval_step = train.jit_steps(config, model, tx, mesh)
   with jax.default_device(jax.devices('cpu')[0]):
     key = jax.random.key(config.seed)
     state = jax.eval_shape(lambda k: steps.create_state(model, tx, k), key)
+  if kind == 'init':  # for its compile time: a fresh run compiles it beside the first step
+    return init_state, (key,), (replicated,)
   data = first_step.synthetic_batch(config, batch)
   if kind == 'train':
     return train_step, (state, data, key), (replicated, split, replicated)
@@ -666,7 +668,8 @@ def _parser(targets) -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--target', default='h100', choices=targets)
   parser.add_argument('--model', default='ntu26', choices=sorted(throughput.MODEL_ARGS))
-  parser.add_argument('--kind', default='train', choices=['train', 'eval'])
+  parser.add_argument('--kind', default='train', choices=['train', 'eval', 'init'],
+                      help='init: the state\'s initialiser (with --config), for its compile time')
   parser.add_argument('--batch', default='128', help='comma-separated: one compile each')
   parser.add_argument('--dtype', default='bfloat16', choices=sorted(_COMPUTE_DTYPE))
   throughput.add_conv_algorithm_flag(parser)
@@ -708,6 +711,8 @@ def main(argv=None):
     # before the imports below bring in JAX
     configure_environment(target, known.gemm, known.devices)
   args = _parser(sorted(TARGETS)).parse_args(argv)
+  if args.kind == 'init' and args.config is None:
+    raise SystemExit('--kind init needs --config (the initialiser of the state training runs)')
   from benchmarks import throughput  # pylint: disable=import-outside-toplevel
   from istanet_jax import model as model_lib  # pylint: disable=import-outside-toplevel
   throughput.configure_host(args)

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import jax
+import jax.extend.random
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -53,10 +55,78 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int) -> o
   return tx
 
 
+def _fmix32(h: jax.Array) -> jax.Array:
+  """MurmurHash3's 32-bit finaliser: a bijection of uint32 in which every input bit flips every
+  output bit with probability close to 1/2."""
+  h = (h ^ (h >> 16)) * np.uint32(0x85EBCA6B)
+  h = (h ^ (h >> 13)) * np.uint32(0xC2B2AE35)
+  return h ^ (h >> 16)
+
+
+# Domains keep a key's drawn words and the two words of the keys folded or split from it apart.
+_BITS, _FOLD_IN, _SPLIT = 0x6A09E667, (0x9E3779B9, 0x7F4A7C15), (0x85A308D3, 0x243F6A88)
+
+
+def _keyed_hash(key: jax.Array, counters: jax.Array, domain: int) -> jax.Array:
+  """uint32 words of the two-word `key` at `counters`: two finaliser rounds, the first keyed by
+  a hash of the key's first word and the domain, the second by its second word, so that in each
+  domain a key's words are a permutation of the counters. (Keyed by the first word itself, keys
+  (0, 0) and (1, 0) gave the same words with neighbours swapped.)"""
+  return _fmix32(_fmix32(counters ^ _fmix32(key[0] ^ np.uint32(domain))) + key[1])
+
+
+def _two_words(key: jax.Array, counters: jax.Array, domains: tuple) -> jax.Array:
+  return jnp.stack([_keyed_hash(key, counters, d) for d in domains], axis=-1)
+
+
+def _counters(n: int) -> jax.Array:
+  if n > 2**32:
+    raise ValueError(f'INIT_PRNG draws at most 2**32 words from one key, asked for {n}')
+  return jax.lax.iota(jnp.uint32, n)
+
+
+def _init_prng_seed(seed: jax.Array) -> jax.Array:
+  seed = jnp.asarray(seed)
+  high = (jax.lax.shift_right_logical(seed, jnp.asarray(32, seed.dtype)) if seed.dtype.itemsize == 8
+          else jnp.zeros_like(seed))
+  return jnp.stack([high.astype(jnp.uint32), seed.astype(jnp.uint32)])
+
+
+def _init_prng_bits(key: jax.Array, bit_width: int, shape: tuple) -> jax.Array:
+  n = math.prod(shape)
+  if bit_width == 64:
+    words = _keyed_hash(key, _counters(2 * n), _BITS).astype(jnp.uint64)
+    return ((words[:n] << 32) | words[n:]).reshape(shape)
+  words = _keyed_hash(key, _counters(n), _BITS)
+  # The high bits, as the float draws read them (`jax.random.uniform` keeps the top mantissa bits).
+  return (words >> (32 - bit_width)).astype(jnp.dtype(f'uint{bit_width}')).reshape(shape)
+
+
+def _init_prng_fold_in(key: jax.Array, data: jax.Array) -> jax.Array:
+  return _two_words(key, jnp.asarray(data, jnp.uint32), _FOLD_IN)
+
+
+def _init_prng_split(key: jax.Array, shape: tuple) -> jax.Array:
+  return _two_words(key, _counters(math.prod(shape)), _SPLIT).reshape(*shape, 2)
+
+
+# The parameters' random draws. Flax derives a key per parameter (a `fold_in` of its path) and
+# draws from it; with JAX's threefry each is a 20-round hash, a rolled loop on the CPU, and the
+# NTU initialiser's ~150 of them made its compilation 4.2-5.3 s. These words are a few integer
+# operations that fuse into each draw: 1.9-2.6 s (README: Performance). tests/test_train.py
+# checks their statistics and that no loop is left. The draws follow the reference's
+# initialisers as before; the values differ from those of a threefry key.
+INIT_PRNG = jax.extend.random.define_prng_impl(
+    key_shape=(2,), seed=_init_prng_seed, split=_init_prng_split, random_bits=_init_prng_bits,
+    fold_in=_init_prng_fold_in, name='istanet_init_murmur_finaliser')
+
+
 def create_state(model: ISTANet, tx: optax.GradientTransformation, key: jax.Array) -> dict:
-  """A freshly initialised state (reference initialisation, float32 parameters)."""
+  """A freshly initialised state: the reference's initialisers, float32 parameters, their draws
+  from `INIT_PRNG` seeded with two words of `key` (any JAX key)."""
   x = jnp.zeros((1, model.num_frames, model.num_joints, model.num_persons, model.num_channels))
-  variables = model.init(key, x, train=False)
+  init_key = jax.random.wrap_key_data(jax.random.bits(key, (2,), jnp.uint32), impl=INIT_PRNG)
+  variables = model.init(init_key, x, train=False)
   return state_from_variables(variables, tx)
 
 

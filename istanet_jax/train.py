@@ -175,22 +175,13 @@ def _data_kwargs(config) -> dict:
               max_frames=config.max_frames, label_key=config.get('label_key', 'label'))
 
 
-INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 1}
-
-
 def jit_steps(config: ml_collections.ConfigDict, model, tx, mesh: Mesh):
   """(init_state(key) -> state, train_step, eval_step), jitted and placed on `mesh` as training
   runs them: state replicated, batches split along 'data' (benchmarks/first_step.py times them).
   ValueError where the config's batch sizes do not split over the mesh."""
   _check_batch_sizes(config, mesh)
   replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
-  # The initialiser runs once, so its compile time is all that counts: with LLVM's -O1
-  # (`INIT_COMPILER_OPTIONS`) the NTU state took 6.4 / 6.8 s to trace, compile and run instead
-  # of 7.6-12.9 (`python -m benchmarks.first_step`), values unchanged (tests/test_train.py).
-  # Measured on the CPU only.
-  options = INIT_COMPILER_OPTIONS if mesh.devices.flat[0].platform == 'cpu' else None
-  init_state = jax.jit(lambda k: steps.create_state(model, tx, k), out_shardings=replicated,
-                       compiler_options=options)
+  init_state = jax.jit(lambda k: steps.create_state(model, tx, k), out_shardings=replicated)
   train_step = jax.jit(steps.make_train_step(config, model, tx, num_shards=mesh.size),
                        in_shardings=(replicated, data, replicated),
                        out_shardings=(replicated, replicated), donate_argnums=0)
@@ -204,8 +195,8 @@ def compile_first_step(train_step, state, batch, key) -> concurrent.futures.Futu
   `abstract_batch`), so that training initialises its state and reads its split meanwhile.
   The jitted step then runs that executable when first called with arrays of those shapes,
   dtypes and shardings (no second compilation; tests/test_train.py). On the CPU the NTU state's
-  initialisation and the step's compilation took 15.9-17.4 s one after the other and
-  12.6-15.0 s side by side (`python -m benchmarks.first_step`, README: Performance)."""
+  initialisation (then 5.2-5.3 s) and the step's compilation took 15.9-17.4 s one after the
+  other and 12.6-15.0 s side by side (`python -m benchmarks.first_step`, README: Performance)."""
   def work():
     start = time.perf_counter()
     lowered = train_step.lower(state, batch, key)
@@ -253,8 +244,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                   max_to_keep=config.get('keep_checkpoints', 2))
   best = checkpoints.Checkpointer(os.path.join(workdir, 'best'), max_to_keep=1)
   meta = {'epoch': 0, 'best_top1': -1.0, 'best_epoch': -1, 'data_state': None}
-  # The state's layout without running the initialiser, whose compilation a resumed run skips
-  # (NTU: 7.6-12.9 s, `python -m benchmarks.first_step`).
+  # The state's layout without running the initialiser, whose compilation a resumed run skips.
   base_key = jax.random.key(config.seed)
   abstract_state = jax.eval_shape(init_state, base_key)
   restored = last.restore_latest(checkpoints.abstract_like(abstract_state))

@@ -297,6 +297,21 @@ def test_cpu_target_on_two_devices_splits_the_batch(tmp_path, capsys, step):
                       '2'])
 
 
+def test_init_kind_compiles_the_state_initialiser(tmp_path, capsys):
+  out = tmp_path / 'init.json'
+  gpu_compile.main(['--target', 'cpu', '--config', 'configs/demo.py:runlocal', '--kind', 'init',
+                    '--batch', '2', '--dtype', 'float32', '--bandwidth_gbs', '100',
+                    '--peak_tflops', '1', '--out', str(out)])
+  capsys.readouterr()
+  row, = json.loads(out.read_text())['results']
+  assert row['kind'] == 'init' and row['compile_s'] > 0
+  assert row['roofline']['matmul_ops'] == {}  # an initialiser, not a step
+  assert row['memory']['output'] > 4 * _parameter_count('config')  # the state
+  with pytest.raises(SystemExit, match='--kind init needs --config'):
+    gpu_compile.main(['--target', 'cpu', '--model', 'small', '--kind', 'init', '--batch', '2',
+                      '--bandwidth_gbs', '100', '--peak_tflops', '1'])
+
+
 def _parameter_count(step: str) -> int:
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel

@@ -7,10 +7,11 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from istanet_jax import model as model_lib
-from istanet_jax import torch_compat
+from istanet_jax import steps, torch_compat
 from istanet_jax.model import (BatchNorm, ISTANet, apply_model, positional_encoding_table,
                                window_partition)
 from parity_cases import Case
@@ -42,8 +43,9 @@ def test_window_partition_is_the_reference_permutation(shape, window):
 def test_initialisation_follows_the_reference():
   args = dict(TINY, config=[[64, 64, 16], [64, 128, 16]], num_classes=40)
   model = torch_compat.model_from_reference_args(args)
-  x = jnp.zeros((1, 12, 10, 2, 3))
-  v = model.init(jax.random.key(1), x, train=False)
+  # As training initialises it: the draws from steps.INIT_PRNG.
+  state = steps.create_state(model, optax.sgd(0.1), jax.random.key(1))
+  v = steps.variables_of(state)
   p = v['params']
   # PyTorch's default conv init: weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
   w = np.asarray(p['blocks.1']['proj']['0']['weight'])  # (1, 1, 3, 128, 128): fan_in 384
