@@ -112,8 +112,9 @@ def _init_prng_split(key: jax.Array, shape: tuple) -> jax.Array:
 
 # The parameters' random draws. Flax derives a key per parameter (a `fold_in` of its path) and
 # draws from it; with JAX's threefry each is a 20-round hash, a rolled loop on the CPU, and the
-# NTU initialiser's ~150 of them made its compilation 4.2-5.3 s. These words are a few integer
-# operations that fuse into each draw: 1.9-2.6 s (README: Performance). tests/test_train.py
+# NTU initialiser's ~150 of them made its compilation 4.2-5.3 s (for an H100, unrolled,
+# 23.7-27.0 s: twice the train step's). These words are a few integer operations that fuse
+# into each draw: 1.9-2.6 s (H100: 5.7-6.3 s; README: Performance). tests/test_train.py
 # checks their statistics and that no loop is left. The draws follow the reference's
 # initialisers as before; the values differ from those of a threefry key.
 INIT_PRNG = jax.extend.random.define_prng_impl(
