@@ -20,6 +20,7 @@ report none). Runs on the default device; no multi-device sharding.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -110,7 +111,7 @@ def make_steps(model, batch: int, *, lr: float = 0.1, weight_decay: float = 4e-4
   shape = (batch, model.num_frames, model.num_joints, model.num_persons, model.num_channels)
   x = jnp.asarray(rng.normal(size=shape), jnp.float32)
   y = jnp.asarray(rng.integers(0, model.num_classes, batch), jnp.int32)
-  variables = model.init(jax.random.key(seed), x[:1], train=False)
+  variables = jax.jit(functools.partial(steps.init_variables, model))(jax.random.key(seed))
   tx = optim.make_optimizer('SGD', lr, weight_decay=weight_decay, nesterov=True)
   opt_state = tx.init(variables['params'])
 

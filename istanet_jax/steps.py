@@ -122,13 +122,18 @@ INIT_PRNG = jax.extend.random.define_prng_impl(
     fold_in=_init_prng_fold_in, name='istanet_init_murmur_finaliser')
 
 
-def create_state(model: ISTANet, tx: optax.GradientTransformation, key: jax.Array) -> dict:
-  """A freshly initialised state: the reference's initialisers, float32 parameters, their draws
-  from `INIT_PRNG` seeded with two words of `key` (any JAX key)."""
+def init_variables(model: ISTANet, key: jax.Array) -> dict:
+  """Freshly initialised variables: the reference's initialisers, float32 parameters, their
+  draws from `INIT_PRNG` seeded with two words of `key` (any JAX key). Jit it: run eagerly,
+  each operation compiles on its own (NTU: 18.5 s on the CPU, against 2-3 s jitted)."""
   x = jnp.zeros((1, model.num_frames, model.num_joints, model.num_persons, model.num_channels))
   init_key = jax.random.wrap_key_data(jax.random.bits(key, (2,), jnp.uint32), impl=INIT_PRNG)
-  variables = model.init(init_key, x, train=False)
-  return state_from_variables(variables, tx)
+  return model.init(init_key, x, train=False)
+
+
+def create_state(model: ISTANet, tx: optax.GradientTransformation, key: jax.Array) -> dict:
+  """A freshly initialised state (`init_variables`)."""
+  return state_from_variables(init_variables(model, key), tx)
 
 
 def state_from_variables(variables, tx) -> dict:
