@@ -232,23 +232,27 @@ def attention_maps(model, variables, x) -> np.ndarray:
   def is_qk(module, method_name):
     return method_name == '__call__' and module.name == 'to_qkvs'
 
-  _, state = model.apply(variables, x, train=False, capture_intermediates=is_qk,
-                         mutable=['intermediates'])
-  inter = state['intermediates']
-  maps = []
-  for i in range(len(model.config)):
-    block = f'blocks.{i}'
-    qk = inter[block]['to_qkvs']['__call__'][0]
-    h = len(qk) // 2
-    n, u, tw, je, d = qk[0].shape
-    q = jnp.stack([a.reshape(n, u, -1) for a in qk[:h]], 1).astype(jnp.float32)
-    k = jnp.stack([a.reshape(n, u, -1) for a in qk[h:]], 1).astype(jnp.float32)
-    logits = jnp.einsum('nhpk,nhqk->nhpq', q, k, precision=jax.lax.Precision.HIGHEST)
-    params = variables['params'][block]
-    alpha = jnp.asarray(params['alpha'], jnp.float32)
-    m = jnp.asarray(params['M'], jnp.float32)
-    maps.append(np.asarray(jnp.tanh(logits / (d * tw * je)) * alpha + m))
-  return np.stack(maps)
+  # Jitted: run op by op, the NTU model took 12.7 s for one sample.
+  @jax.jit
+  def maps_of(variables, x):
+    _, state = model.apply(variables, x, train=False, capture_intermediates=is_qk,
+                           mutable=['intermediates'])
+    inter = state['intermediates']
+    maps = []
+    for i in range(len(model.config)):
+      block = f'blocks.{i}'
+      qk = inter[block]['to_qkvs']['__call__'][0]
+      h = len(qk) // 2
+      n, u, tw, je, d = qk[0].shape
+      q = jnp.stack([a.reshape(n, u, -1) for a in qk[:h]], 1).astype(jnp.float32)
+      k = jnp.stack([a.reshape(n, u, -1) for a in qk[h:]], 1).astype(jnp.float32)
+      logits = jnp.einsum('nhpk,nhqk->nhpq', q, k, precision=jax.lax.Precision.HIGHEST)
+      params = variables['params'][block]
+      alpha = jnp.asarray(params['alpha'], jnp.float32)
+      m = jnp.asarray(params['M'], jnp.float32)
+      maps.append(jnp.tanh(logits / (d * tw * je)) * alpha + m)
+    return jnp.stack(maps)
+  return np.asarray(maps_of(variables, x))
 
 
 def plot_attention(maps: np.ndarray, out: str, *, sample: int = 0, cell: float = 2.5,
