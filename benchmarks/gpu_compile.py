@@ -277,9 +277,9 @@ def _config_step(config, kind: str, batch: int, mesh):
   init_state, train_step, eval_step = train.jit_steps(config, model, tx, mesh)
   with jax.default_device(jax.devices('cpu')[0]):
     key = jax.random.key(config.seed)
+    if kind == 'init':  # for its compile time: a fresh run compiles it beside the first step
+      return init_state, (key,), (replicated,)
     state = jax.eval_shape(lambda k: steps.create_state(model, tx, k), key)
-  if kind == 'init':  # for its compile time: a fresh run compiles it beside the first step
-    return init_state, (key,), (replicated,)
   data = first_step.synthetic_batch(config, batch)
   if kind == 'train':
     return train_step, (state, data, key), (replicated, split, replicated)
