@@ -43,13 +43,14 @@ def _cpu_seconds() -> tuple[float, float]:
 def synthetic_batch(config, batch: int, seed: int = 0) -> dict:
   """One host batch of the shapes and dtypes the input pipeline feeds `config`'s train step."""
   import numpy as np
+  from istanet_jax import train
   m = config.model
   rng = np.random.default_rng(seed)
-  return dict(
+  return train.as_batch_dtypes(dict(
       skeleton=rng.normal(size=(batch, config.max_frames, m.num_joints, m.num_persons,
-                                m.num_channels)).astype(np.float32),
-      label=rng.integers(0, m.num_classes, batch).astype(np.int32),
-      index=np.arange(batch, dtype=np.int32), mask=np.ones(batch, bool))
+                                m.num_channels)),
+      label=rng.integers(0, m.num_classes, batch), index=np.arange(batch),
+      mask=np.ones(batch, bool)))
 
 
 def measure(config, *, steps_per_epoch: int = 100, sequential: bool = False) -> dict:

@@ -125,8 +125,8 @@ def _batch_keys(key, n: int) -> jax.Array:
 # drawn from its key: crop ratio, crop start, three rotation angles, then one word per entity
 # (at least three, so the words do not depend on M for the datasets here). One threefry call
 # for the batch: a key split per quantity made ~10, each a loop of small kernels (the NTU train
-# step's augmentation compiled 140 modules in 1.5 CPU-s that way, 54 in 0.7 now; README:
-# Performance).
+# step's augmentation compiled 140 modules in 1.5 CPU-s that way, 54 in 0.7 now; benchmarks/
+# PERFORMANCE.md).
 _P_WORD, _START_WORD, _ANGLE_WORDS, _ENTITY_WORD = 0, 1, slice(2, 5), 5
 
 

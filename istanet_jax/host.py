@@ -15,7 +15,7 @@ Three settings, all measured on the NTU Mutual 26 model (benchmarks/README.md):
   9.3-9.4 s. The price: a thread arena still mmaps a buffer larger than its 64 MB heap (glibc
   does, whatever M_MMAP_MAX says), so the train step's worker threads fault ~0.1 million
   pages per step afresh (one arena: a few thousand), which measured no slower (16.5-16.7 s
-  against 16.3-17.3 s; README, Performance). ISTANET_MALLOC_ARENA_MAX=n sets glibc's
+  against 16.3-17.3 s; benchmarks/PERFORMANCE.md). ISTANET_MALLOC_ARENA_MAX=n sets glibc's
   M_ARENA_MAX (1: the single heap).
 
   With that, single-device CPU computations run synchronously (`jax_cpu_enable_async_dispatch`
@@ -33,8 +33,8 @@ Three settings, all measured on the NTU Mutual 26 model (benchmarks/README.md):
 * LLVM does not unroll loops in XLA:CPU's kernels (`--xla_backend_extra_options=
   xla_cpu_disable_loop_unrolling`, an option of XLA's CPU backend; its GPU backends skip
   `xla_` keys). The NTU train step compiled in 9.0-10.5 s instead of 10.5 / 13.4 s and stepped
-  no slower (16.2-16.4 s against 16.6 / 17.6 s; `python -m benchmarks.first_step`, README:
-  Performance). Its LLVM-compiled kernels are memory-bound loops and the matmuls are
+  no slower (16.2-16.4 s against 16.6 / 17.6 s; `python -m benchmarks.first_step`, benchmarks/
+  PERFORMANCE.md). Its LLVM-compiled kernels are memory-bound loops and the matmuls are
   XNNPACK's, so unrolling bought nothing at run time. Float32 results may move by an ulp.
 
 Set ISTANET_HOST_DEFAULTS=0 to leave all this alone; XLA_FLAGS naming xla_cpu_use_xnnpack or

@@ -114,7 +114,7 @@ def _init_prng_split(key: jax.Array, shape: tuple) -> jax.Array:
 # draws from it; with JAX's threefry each is a 20-round hash, a rolled loop on the CPU, and the
 # NTU initialiser's ~150 of them made its compilation 4.2-5.3 s (for an H100, unrolled,
 # 23.7-27.0 s: twice the train step's). These words are a few integer operations that fuse
-# into each draw: 1.9-2.6 s (H100: 5.7-6.3 s; README: Performance). tests/test_train.py
+# into each draw: 1.9-2.6 s (H100: 5.7-6.3 s; benchmarks/PERFORMANCE.md). tests/test_train.py
 # checks their statistics and that no loop is left. The draws follow the reference's
 # initialisers as before; the values differ from those of a threefry key.
 INIT_PRNG = jax.extend.random.define_prng_impl(
@@ -240,7 +240,7 @@ def all_finite(tree: Any) -> jax.Array:
   together. Per-leaf checks joined by `&` make a chain of as many scalars as leaves (~150 for
   NTU), which XLA fuses into every consumer: the train step's ~450 state selects each compiled
   it, and the NTU step took 26.8 s to compile instead of 13.4 (`python -m benchmarks.first_step`,
-  README: Performance)."""
+  benchmarks/PERFORMANCE.md)."""
   return jnp.all(jnp.isfinite(ravel_pytree(tree)[0]))
 
 

@@ -122,12 +122,13 @@ def to_global(batch: dict, sharding: NamedSharding) -> dict:
           for k in BATCH_KEYS}
 
 
-def _host_batch(batch: dict) -> dict:
+def as_batch_dtypes(batch: dict) -> dict:
+  """A host batch's arrays as the train and eval steps take them (`BATCH_DTYPES`)."""
   return {k: np.asarray(batch[k], dtype) for k, dtype in BATCH_DTYPES.items()}
 
 
 def abstract_batch(config: ml_collections.ConfigDict, sharding: NamedSharding) -> dict:
-  """The global train batch `to_global(_host_batch(...))` makes, as `jax.ShapeDtypeStruct`s
+  """The global train batch `to_global(as_batch_dtypes(...))` makes, as `jax.ShapeDtypeStruct`s
   (the dataset's skeleton shape from its info: no example is read)."""
   shape = input_pipeline.skeleton_shape(config.dataset, config.get('data_dir'))
   b = config.batch_size
@@ -196,7 +197,8 @@ def compile_first_step(train_step, state, batch, key) -> concurrent.futures.Futu
   The jitted step then runs that executable when first called with arrays of those shapes,
   dtypes and shardings (no second compilation; tests/test_train.py). On the CPU the NTU state's
   initialisation (then 5.2-5.3 s) and the step's compilation took 15.9-17.4 s one after the
-  other and 12.6-15.0 s side by side (`python -m benchmarks.first_step`, README: Performance)."""
+  other and 12.6-15.0 s side by side (`python -m benchmarks.first_step`,
+  benchmarks/PERFORMANCE.md)."""
   def work():
     start = time.perf_counter()
     lowered = train_step.lower(state, batch, key)
@@ -288,7 +290,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     # guard bites on accelerators; CPU arrays already live in host memory).
     with jax.transfer_guard_device_to_host('disallow_explicit'):
       for _ in range(steps_per_epoch):
-        batch = to_global(_host_batch(next(train_iter)), data_sharding)
+        batch = to_global(as_batch_dtypes(next(train_iter)), data_sharding)
         state, metrics = train_step(state, batch, base_key)
         totals = steps.accumulate(totals, metrics)
         bar.update(config.batch_size)
@@ -365,7 +367,7 @@ def evaluate(config, state, eval_step, data_sharding,
     batches = eval_iterator(config)
   totals, logits, names, labels = None, [], [], []
   for host_batch in itertools.islice(batches, batches.steps_per_epoch):
-    batch = to_global(_host_batch(host_batch), data_sharding)
+    batch = to_global(as_batch_dtypes(host_batch), data_sharding)
     metrics, batch_logits = eval_step(state, batch)
     totals = steps.accumulate(totals, metrics)
     keep = np.asarray(host_batch['mask'])

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib.util
 import json
 import os
@@ -226,33 +227,42 @@ def attention_maps(model, variables, x) -> np.ndarray:
 
   Returns float32 (blocks, N, heads, U, U): row p is how token p mixes the tokens.
   """
+  return np.asarray(_jitted_attention_maps()(model, variables, x))
+
+
+@functools.cache
+def _jitted_attention_maps():
+  """`_attention_maps` jitted once per process (the model static: a call with an equal model
+  and the same shapes reuses the compilation). Jitted: run op by op, one sample of the NTU
+  model took 11.4-12.7 s (3.2 s jitted). jax is imported here, not with this module."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.jit(_attention_maps, static_argnums=0)
+
+
+def _attention_maps(model, variables, x):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
   def is_qk(module, method_name):
     return method_name == '__call__' and module.name == 'to_qkvs'
 
-  # Jitted: run op by op, one sample of the NTU model took 11.4-12.7 s (3.2 s jitted).
-  @jax.jit
-  def maps_of(variables, x):
-    _, state = model.apply(variables, x, train=False, capture_intermediates=is_qk,
-                           mutable=['intermediates'])
-    inter = state['intermediates']
-    maps = []
-    for i in range(len(model.config)):
-      block = f'blocks.{i}'
-      qk = inter[block]['to_qkvs']['__call__'][0]
-      h = len(qk) // 2
-      n, u, tw, je, d = qk[0].shape
-      q = jnp.stack([a.reshape(n, u, -1) for a in qk[:h]], 1).astype(jnp.float32)
-      k = jnp.stack([a.reshape(n, u, -1) for a in qk[h:]], 1).astype(jnp.float32)
-      logits = jnp.einsum('nhpk,nhqk->nhpq', q, k, precision=jax.lax.Precision.HIGHEST)
-      params = variables['params'][block]
-      alpha = jnp.asarray(params['alpha'], jnp.float32)
-      m = jnp.asarray(params['M'], jnp.float32)
-      maps.append(jnp.tanh(logits / (d * tw * je)) * alpha + m)
-    return jnp.stack(maps)
-  return np.asarray(maps_of(variables, x))
+  _, state = model.apply(variables, x, train=False, capture_intermediates=is_qk,
+                         mutable=['intermediates'])
+  inter = state['intermediates']
+  maps = []
+  for i in range(len(model.config)):
+    block = f'blocks.{i}'
+    qk = inter[block]['to_qkvs']['__call__'][0]
+    h = len(qk) // 2
+    n, u, tw, je, d = qk[0].shape
+    q = jnp.stack([a.reshape(n, u, -1) for a in qk[:h]], 1).astype(jnp.float32)
+    k = jnp.stack([a.reshape(n, u, -1) for a in qk[h:]], 1).astype(jnp.float32)
+    logits = jnp.einsum('nhpk,nhqk->nhpq', q, k, precision=jax.lax.Precision.HIGHEST)
+    params = variables['params'][block]
+    alpha = jnp.asarray(params['alpha'], jnp.float32)
+    m = jnp.asarray(params['M'], jnp.float32)
+    maps.append(jnp.tanh(logits / (d * tw * je)) * alpha + m)
+  return jnp.stack(maps)
 
 
 def plot_attention(maps: np.ndarray, out: str, *, sample: int = 0, cell: float = 2.5,

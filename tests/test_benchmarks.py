@@ -625,3 +625,21 @@ def test_first_step_times_the_training_entry_points_step(tmp_path, capsys):
       abs=2e-3)
   assert sequential['step_ready_s'] >= sequential['init_state_s'] + sequential['compile_s']
   assert overlapped['loss'] == sequential['loss']
+
+
+def test_documents_name_results_files_that_exist():
+  """Every figure in the docs points at a results file: a name that is not in
+  benchmarks/results/ (a renamed or deleted file) leaves a figure without its evidence."""
+  import pathlib
+  import re
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  results = repo / 'benchmarks' / 'results'
+  named = 0
+  for doc in ('README.md', 'benchmarks/README.md', 'benchmarks/PERFORMANCE.md'):
+    text = (repo / doc).read_text()
+    for name in set(re.findall(r'results/([A-Za-z0-9_.-]+\.json)', text)):
+      assert (results / name).is_file(), f'{doc} names benchmarks/results/{name}, which is missing'
+      named += 1
+    for target in re.findall(r'\]\(([^)#:]+)\)', text):  # relative markdown links
+      assert (repo / pathlib.Path(doc).parent / target).exists(), f'{doc} links to {target}'
+  assert named > 20  # the pattern still finds the names

@@ -126,6 +126,10 @@ def direct_attention(params, x, model):
   return np.tanh(logits / (d * tw * je)) * alpha + m
 
 
+def params_scaled(params):
+  return jax.tree_util.tree_map(lambda a: np.asarray(a) * 1.5, params)
+
+
 def test_attention_maps_equal_direct_recomputation(tmp_path):
   model = tiny_model()
   x = jax.random.normal(jax.random.key(0), (2, 4, 6, 2, 3))
@@ -145,6 +149,11 @@ def test_attention_maps_equal_direct_recomputation(tmp_path):
     np.testing.assert_allclose(maps[i], want, rtol=1e-4, atol=1e-5)
   # The heads differ (alpha -2 vs 0.5), so the maps are not one head repeated.
   assert not np.allclose(maps[:, :, 0], maps[:, :, 1])
+  # Another call (an equal model, other weights) reuses the compilation.
+  compiled = viz._jitted_attention_maps()._cache_size()
+  again = viz.attention_maps(tiny_model(), {**variables, 'params': params_scaled(params)}, x)
+  assert viz._jitted_attention_maps()._cache_size() == compiled
+  assert not np.allclose(again, maps)
 
   out = tmp_path / 'att.png'
   assert viz.plot_attention(maps, str(out), sample=1, cell=1.5, dpi=40) == (3.0, 3.0)
