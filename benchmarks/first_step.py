@@ -17,6 +17,10 @@ compiles the step (`first_step_incl_compile_s`: the step's trace, lowering, comp
 first call, the initialisation before it). `from_process_start_s` runs from the interpreter's
 start (imports and initialisation included) to the end of the first step.
 Start each measurement in a fresh process: a warm process has compiled and touched it all.
+`--compile_trace DIR` records the initialisation and the step's compilation with jax.profiler
+and adds `compile_events` to the report: XLA's own trace events (HLO pass pipelines and passes,
+the verifier, codegen, LLVM) summed by name, the longest first (nested events each count their
+own span); the profiler slows the compilation, so time the phases without it.
 Needs ml_collections (the configs) but no TensorFlow.
 """
 
@@ -53,8 +57,33 @@ def synthetic_batch(config, batch: int, seed: int = 0) -> dict:
       mask=np.ones(batch, bool)))
 
 
-def measure(config, *, steps_per_epoch: int = 100, sequential: bool = False) -> dict:
+def compile_events(trace_dir: str, top: int = 40) -> list[dict]:
+  """The `top` event names of the newest jax.profiler trace in trace_dir by summed duration,
+  [{name, seconds, count, threads}], Python frames (named '$file:line ...') left out."""
+  import collections
+  import glob
+  import gzip
+  import json
+  paths = sorted(glob.glob(os.path.join(trace_dir, '**', '*.trace.json.gz'), recursive=True))
+  if not paths:
+    raise RuntimeError(f'jax.profiler wrote no trace under {trace_dir}')
+  with gzip.open(paths[-1]) as f:
+    data = json.load(f)
+  seconds, count = collections.Counter(), collections.Counter()
+  threads = collections.defaultdict(set)
+  for e in data['traceEvents'] if isinstance(data, dict) else data:
+    if e.get('ph') == 'X' and not e['name'].startswith('$'):
+      seconds[e['name']] += e['dur'] / 1e6
+      count[e['name']] += 1
+      threads[e['name']].add((e.get('pid'), e.get('tid')))
+  return [dict(name=n, seconds=round(t, 3), count=count[n], threads=len(threads[n]))
+          for n, t in seconds.most_common(top)]
+
+
+def measure(config, *, steps_per_epoch: int = 100, sequential: bool = False,
+            compile_trace: str | None = None) -> dict:
   """The phases' seconds (see the module docstring) for `config` on every local device."""
+  import contextlib
   import jax
   from istanet_jax import steps, train
   timings = {'sequential': sequential}
@@ -84,7 +113,17 @@ def measure(config, *, steps_per_epoch: int = 100, sequential: bool = False) -> 
     compiling = compiling or train.compile_first_step(train_step, state, batch, key)
     return state, compiling.result()
 
-  state, phases = timed('step_ready', ready)
+  tracing = contextlib.nullcontext()
+  if compile_trace:
+    # XLA's events only: Python's would be most of the trace, and writing them out took
+    # longer than the compilation.
+    options = jax.profiler.ProfileOptions()
+    options.python_tracer_level, options.enable_hlo_proto = 0, False
+    tracing = jax.profiler.trace(compile_trace, profiler_options=options)
+  with tracing:
+    state, phases = timed('step_ready', ready)
+  if compile_trace:
+    timings['compile_events'] = compile_events(compile_trace)
   timings.update({k: round(v, 3) for k, v in phases.items()})
   state, metrics = timed('first_call', lambda: jax.block_until_ready(train_step(state, batch, key)))
   first_step_end = time.perf_counter()
@@ -111,6 +150,9 @@ def main(argv=None):
                       help='gradient accumulation (default: the config)')
   parser.add_argument('--sequential', action='store_true',
                       help='initialise the state, then compile the step (training overlaps them)')
+  parser.add_argument('--compile_trace', default=None, metavar='DIR',
+                      help='trace the initialisation and compilation with jax.profiler into DIR '
+                           'and report XLA\'s compile events by name (slows the compilation)')
   parser.add_argument('--out', default=None)
   throughput.add_host_flag(parser)
   args = parser.parse_args(argv)
@@ -124,7 +166,8 @@ def main(argv=None):
   report = dict(config=args.config, batch_size=config.batch_size,
                 microbatches=config.get('microbatches', 1),
                 bn_group_size=config.get('bn_group_size'),
-                **measure(config, sequential=args.sequential),
+                **measure(config, sequential=args.sequential,
+                          compile_trace=args.compile_trace),
                 environment=throughput.environment())
   throughput.write_report(report, args.out)
 

@@ -605,7 +605,9 @@ def test_first_step_times_the_training_entry_points_step(tmp_path, capsys):
   for mode in ('overlapped', 'sequential'):
     out = tmp_path / f'{mode}.json'
     first_step.main(['--config', 'configs/demo.py:runlocal', '--batch', '8', '--microbatches',
-                     '1', '--out', str(out)] + (['--sequential'] if mode == 'sequential' else []))
+                     '1', '--out', str(out)] + (['--sequential', '--compile_trace',
+                                                  str(tmp_path / 'trace')]
+                                                 if mode == 'sequential' else []))
     capsys.readouterr()
     reports[mode] = report = json.loads(out.read_text())
     assert report['batch_size'] == 8 and report['microbatches'] == 1
@@ -624,6 +626,12 @@ def test_first_step_times_the_training_entry_points_step(tmp_path, capsys):
       sequential['trace_and_lower_s'] + sequential['compile_s'] + sequential['first_call_s'],
       abs=2e-3)
   assert sequential['step_ready_s'] >= sequential['init_state_s'] + sequential['compile_s']
+  # --compile_trace: XLA's compile events by summed time, the compilation among them.
+  events = sequential['compile_events']
+  assert 'compile_events' not in overlapped and 0 < len(events) <= 40
+  assert [e['seconds'] for e in events] == sorted((e['seconds'] for e in events), reverse=True)
+  assert not any(e['name'].startswith('$') for e in events)
+  assert any('compile' in e['name'].lower() for e in events)
   assert overlapped['loss'] == sequential['loss']
 
 
