@@ -61,17 +61,10 @@ def compile_events(trace_dir: str, top: int = 40) -> list[dict]:
   """The `top` event names of the newest jax.profiler trace in trace_dir by summed duration,
   [{name, seconds, count, threads}], Python frames (named '$file:line ...') left out."""
   import collections
-  import glob
-  import gzip
-  import json
-  paths = sorted(glob.glob(os.path.join(trace_dir, '**', '*.trace.json.gz'), recursive=True))
-  if not paths:
-    raise RuntimeError(f'jax.profiler wrote no trace under {trace_dir}')
-  with gzip.open(paths[-1]) as f:
-    data = json.load(f)
+  from benchmarks import profile_step
   seconds, count = collections.Counter(), collections.Counter()
   threads = collections.defaultdict(set)
-  for e in data['traceEvents'] if isinstance(data, dict) else data:
+  for e in profile_step.read_trace(trace_dir)[0]:
     if e.get('ph') == 'X' and not e['name'].startswith('$'):
       seconds[e['name']] += e['dur'] / 1e6
       count[e['name']] += 1

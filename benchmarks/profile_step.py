@@ -205,15 +205,20 @@ def summarise(events: list[dict], hlo: dict, top: int = 25, pool_matmuls: bool =
               by_layer=rows(by_layer), top_ops=ops)
 
 
-def trace_events(trace_dir: str) -> list[dict]:
-  """The XLA operation events (those naming an `hlo_op`) of the newest trace in trace_dir: on a
-  GPU those of the devices' streams (the kernels), not the host's launches."""
+def read_trace(trace_dir: str) -> tuple[list[dict], str]:
+  """The Chrome trace events of the newest jax.profiler trace in trace_dir, and its path."""
   paths = sorted(glob.glob(os.path.join(trace_dir, '**', '*.trace.json.gz'), recursive=True))
   if not paths:
     raise RuntimeError(f'jax.profiler wrote no trace under {trace_dir}')
   with gzip.open(paths[-1]) as f:
     data = json.load(f)
-  return operation_events(data['traceEvents'] if isinstance(data, dict) else data, paths[-1])
+  return (data['traceEvents'] if isinstance(data, dict) else data), paths[-1]
+
+
+def trace_events(trace_dir: str) -> list[dict]:
+  """The XLA operation events (those naming an `hlo_op`) of the newest trace in trace_dir: on a
+  GPU those of the devices' streams (the kernels), not the host's launches."""
+  return operation_events(*read_trace(trace_dir))
 
 
 def operation_events(events: list[dict], path: str = 'the trace') -> list[dict]:
