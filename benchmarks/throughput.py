@@ -108,8 +108,7 @@ def make_steps(model, batch: int, *, lr: float = 0.1, weight_decay: float = 4e-4
   """
   from istanet_jax import losses, optim, steps
   rng = np.random.default_rng(seed)
-  shape = (batch, model.num_frames, model.num_joints, model.num_persons, model.num_channels)
-  x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  x = jnp.asarray(rng.normal(size=model.input_shape(batch)), jnp.float32)
   y = jnp.asarray(rng.integers(0, model.num_classes, batch), jnp.int32)
   variables = jax.jit(functools.partial(steps.init_variables, model))(jax.random.key(seed))
   tx = optim.make_optimizer('SGD', lr, weight_decay=weight_decay, nesterov=True)

@@ -135,9 +135,7 @@ def _load_orbax(config, checkpoint: str, path: str) -> dict:
 
 def _check_fits(model: ISTANet, variables: dict) -> None:
   """Raises CheckpointMismatchError naming each variable missing, unexpected or mis-shaped."""
-  x = jax.ShapeDtypeStruct((1, model.num_frames, model.num_joints, model.num_persons,
-                            model.num_channels), jnp.float32)  # the model's channels-last layout
-  template = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+  template = model.variable_shapes()
   # Named collection/key, the key as in the reference's state dict (`blocks.0.FFN.1.running_var`).
   want = {f'{c}/{".".join(p)}': v.shape for c, t in template.items()
           for p, v in flax.traverse_util.flatten_dict(t).items()}
@@ -159,7 +157,8 @@ def _check_fits(model: ISTANet, variables: dict) -> None:
 # --------------------------------------------------------------------------- the forward pass
 
 
-def _input_shape(model: ISTANet, batch) -> tuple:
+def _reference_input_shape(model: ISTANet, batch) -> tuple:
+  """(N, C, T, V, M): the reference's layout, which exported models take."""
   return (batch, model.num_channels, model.num_frames, model.num_joints, model.num_persons)
 
 
@@ -172,7 +171,7 @@ def forward_fn(model: ISTANet, variables: dict) -> Callable:
 
 def random_batch(model: ISTANet, batch: int, seed: int = 0) -> np.ndarray:
   """A reproducible float32 batch in the reference layout, at the scale of skeleton coordinates."""
-  return np.random.default_rng(seed).normal(size=_input_shape(model, batch)).astype(np.float32)
+  return np.random.default_rng(seed).normal(size=_reference_input_shape(model, batch)).astype(np.float32)
 
 
 def _compare(name: str, got, want, rtol: float) -> float:
@@ -202,7 +201,7 @@ def export_stablehlo(model: ISTANet, variables: dict, path: str, *,
                      platforms: Sequence[str] = DEFAULT_PLATFORMS) -> jax.export.Exported:
   """Serializes the forward pass, batch size symbolic (`b`), weights baked in, to `path`."""
   (b,) = jax.export.symbolic_shape('b')
-  x = jax.ShapeDtypeStruct(_input_shape(model, b), jnp.float32)
+  x = jax.ShapeDtypeStruct(_reference_input_shape(model, b), jnp.float32)
   exported = jax.export.export(jax.jit(forward_fn(model, variables)),
                                platforms=tuple(platforms))(x)
   _atomic_write(path, bytes(exported.serialize()))
@@ -261,7 +260,7 @@ def export_savedmodel(model: ISTANet, variables: dict, path: str, batch_size: in
   module.weights = [tf.Variable(np.asarray(l), trainable=False) for l in leaves]
   converted = jax2tf.convert(forward, native_serialization_platforms=tuple(platforms),
                              with_gradient=False)
-  spec = tf.TensorSpec(_input_shape(model, batch_size), tf.float32, name='x')
+  spec = tf.TensorSpec(_reference_input_shape(model, batch_size), tf.float32, name='x')
 
   @tf.function(input_signature=[spec], autograph=False)
   def serve(x):
@@ -324,7 +323,7 @@ def export_onnx(model: ISTANet, variables: dict, path: str, *, opset: int = ONNX
   onnx_ir_log.setLevel(logging.ERROR)
   try:
     proto = jax2onnx.to_onnx(forward_fn(model, variables),
-                             [('B',) + _input_shape(model, 1)[1:]], model_name='istanet',
+                             [('B',) + _reference_input_shape(model, 1)[1:]], model_name='istanet',
                              opset=opset, input_names=['x'], output_names=['logits'])
   finally:
     onnx_ir_log.setLevel(level)

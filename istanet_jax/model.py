@@ -829,6 +829,15 @@ class ISTANet(nn.Module):
   def num_tokens(self) -> int:
     return num_tokens(self.num_frames, self.num_joints, self.num_persons, self.window_size)
 
+  def input_shape(self, batch: int = 1) -> tuple:
+    """(N, T, J, E, C): the channels-last input the model takes."""
+    return (batch, self.num_frames, self.num_joints, self.num_persons, self.num_channels)
+
+  def variable_shapes(self) -> dict:
+    """{collection: tree of jax.ShapeDtypeStruct}: the variables `init` makes, none computed."""
+    x = jax.ShapeDtypeStruct(self.input_shape(), jnp.float32)
+    return jax.eval_shape(lambda x: self.init(jax.random.key(0), x, train=False), x)
+
   @nn.compact
   def __call__(self, x, *, train: bool):
     """x: (N, T, J, E, C) channels-last. Returns float32 logits (N, num_classes)."""

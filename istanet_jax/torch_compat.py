@@ -94,12 +94,8 @@ def _torch_shape(name: str, shape) -> tuple:
 
 def _template(model_args: Mapping[str, Any]):
   """{torch key: (collection, path, our shape, dtype)} of the model that model_args describe."""
-  model = model_from_reference_args(model_args)
-  x = jax.ShapeDtypeStruct((1, model.num_frames, model.num_joints, model.num_persons,
-                            model.num_channels), jnp.float32)
-  shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
   out = {}
-  for collection, tree in shapes.items():
+  for collection, tree in model_from_reference_args(model_args).variable_shapes().items():
     for path, leaf in flax.traverse_util.flatten_dict(tree).items():
       out['.'.join(path)] = (collection, path, leaf.shape, leaf.dtype)
   return out
@@ -179,7 +175,7 @@ def _initial_buffers(model_args):
   tables) as the model initialises them: no random draw among them, so XLA drops the
   parameters' (jitted: 18.5 s eagerly for NTU on the CPU)."""
   model = model_from_reference_args(model_args)
-  x = jnp.zeros((1, model.num_frames, model.num_joints, model.num_persons, model.num_channels))
+  x = jnp.zeros(model.input_shape())
   return jax.jit(lambda key: {c: v for c, v in model.init(key, x, train=False).items()
                               if c != 'params'})(jax.random.key(0))
 

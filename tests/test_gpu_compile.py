@@ -319,9 +319,7 @@ def _parameter_count(step: str) -> int:
   from istanet_jax import steps, viz  # pylint: disable=import-outside-toplevel
   model = (throughput.make_model('small') if step == 'benchmark'
            else steps.model_from_config(viz.load_config('configs/demo.py')))
-  x = np.zeros((1, model.num_frames, model.num_joints, model.num_persons, model.num_channels),
-               np.float32)
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))['params']
+  shapes = model.variable_shapes()['params']
   return int(sum(np.prod(a.shape) for a in jax.tree_util.tree_leaves(shapes)))
 
 

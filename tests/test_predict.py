@@ -46,9 +46,7 @@ def tiny_variables(config, seed=1):
   config would cost more than everything else in this file.
   """
   model = steps.model_from_config(config)
-  x = jax.ShapeDtypeStruct((1, model.num_frames, model.num_joints, model.num_persons, 3),
-                           np.float32)
-  shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+  shapes = model.variable_shapes()
   rng = np.random.default_rng(seed)
 
   def draw(path, leaf):

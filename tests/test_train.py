@@ -253,7 +253,7 @@ def test_initialiser_draws_without_loops():
   init_state, _, _ = train.jit_steps(config, model, tx, train.make_mesh(jax.devices()[:1]))
   hlo = init_state.lower(jax.random.key(0)).compile().as_text()
   assert hlo.count(' while(') == 1
-  x = jnp.zeros((1, model.num_frames, model.num_joints, model.num_persons, model.num_channels))
+  x = jnp.zeros(model.input_shape())
   plain = jax.jit(lambda k: model.init(k, x, train=False))
   assert plain.lower(jax.random.key(0)).compile().as_text().count(' while(') > 10
 

@@ -163,9 +163,7 @@ def test_attention_maps_equal_direct_recomputation(tmp_path):
 def test_attention_cli_from_pt_checkpoint(tmp_path):
   config = demo.get_config()
   model = steps.model_from_config(config)
-  m = config.model
-  variables = model.init(jax.random.key(0), jnp.zeros(
-      (1, m.num_frames, m.num_joints, m.num_persons, m.num_channels)), train=False)
+  variables = model.init(jax.random.key(0), jnp.zeros(model.input_shape()), train=False)
   pt = tmp_path / 'tiny.pt'
   export.export_pt(config.model.to_dict(), variables, str(pt))
   seq = tmp_path / 'seq.npy'
@@ -174,7 +172,7 @@ def test_attention_cli_from_pt_checkpoint(tmp_path):
   args = ['attention', '--config', 'configs/demo.py', '--checkpoint', str(pt),
           '--input', str(seq), '--cell', '1', '--dpi', '50']
   viz.main([*args, '--out', str(out)])
-  blocks, heads = len(m.config), m.num_heads
+  blocks, heads = len(model.config), model.num_heads
   assert image_size(out) == ((heads * 50, blocks * 50), 1)
 
   np.save(seq, moving_sequence('ntu', frames=46))
