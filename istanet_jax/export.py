@@ -171,7 +171,8 @@ def forward_fn(model: ISTANet, variables: dict) -> Callable:
 
 def random_batch(model: ISTANet, batch: int, seed: int = 0) -> np.ndarray:
   """A reproducible float32 batch in the reference layout, at the scale of skeleton coordinates."""
-  return np.random.default_rng(seed).normal(size=_reference_input_shape(model, batch)).astype(np.float32)
+  shape = _reference_input_shape(model, batch)
+  return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
 
 
 def _compare(name: str, got, want, rtol: float) -> float:
