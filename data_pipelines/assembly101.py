@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import os
 import warnings
@@ -58,7 +59,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from data_pipelines.common import DataError, Sample
+from data_pipelines.common import DataError, Sample, read_text
 
 NUM_CLASSES = {'action': 1380, 'verb': 24, 'noun': 90}
 NUM_JOINTS = 21
@@ -122,46 +123,42 @@ def read_segments(csv_path: str | os.PathLike, split: str) -> list[Segment]:
   if split not in SPLITS:
     raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
   columns = TEST_COLUMNS if split == 'test' else LABELED_COLUMNS
-  try:
-    f = open(csv_path, newline='', encoding='utf-8')
-  except FileNotFoundError:
-    raise DataError(csv_path, 'annotation csv not found') from None
+  text = read_text(csv_path, 'annotation csv', newline='', encoding='utf-8')
   segments = []
-  with f:
-    reader = csv.reader(f)
-    header = next(reader, None)
-    if header is None:
-      raise DataError(csv_path, 'empty csv (no header, no rows)')
-    for row in reader:
-      line = reader.line_num
-      if not row or (len(row) == 1 and not row[0].strip()):
-        continue  # pandas skips blank lines too
-      if len(row) != len(columns):
-        hint = '' if split == 'test' else ' (train/validation need the 60 fps MS-G3D csvs)'
-        raise DataError(csv_path, f'expected {len(columns)} columns {",".join(columns)}, got '
-                        f'{len(row)}{hint}', line)
-      fields = dict(zip(columns, row))
-      video = fields['video'].strip()
-      if not video:
-        raise DataError(csv_path, 'empty video name', line)
-      seg_id = _int_field(csv_path, line, 'id', fields['id'])
-      start = _int_field(csv_path, line, 'start_frame', fields['start_frame'])
-      end = _int_field(csv_path, line, 'end_frame', fields['end_frame'])
-      if split == 'test':
-        if seg_id != len(segments):
-          # The reference asserts that ids are the row positions; its output is indexed by them.
-          raise DataError(csv_path, f'id {seg_id} is not the row position {len(segments)}', line)
-        segments.append(Segment(line, seg_id, video, 2 * start + 1, 2 * end + 1))
-        continue
-      labels = {}
-      for task in ('action', 'verb', 'noun'):
-        value = _int_field(csv_path, line, f'{task}_id', fields[f'{task}_id'])
-        if not 0 <= value < NUM_CLASSES[task]:
-          raise DataError(csv_path, f'{task}_id {value} out of range [0, {NUM_CLASSES[task]})',
-                          line)
-        labels[task] = value
-      segments.append(Segment(line, seg_id, video, start, end, labels['action'], labels['verb'],
-                              labels['noun'], fields['action_cls']))
+  reader = csv.reader(io.StringIO(text, newline=''))
+  header = next(reader, None)
+  if header is None:
+    raise DataError(csv_path, 'empty csv (no header, no rows)')
+  for row in reader:
+    line = reader.line_num
+    if not row or (len(row) == 1 and not row[0].strip()):
+      continue  # pandas skips blank lines too
+    if len(row) != len(columns):
+      hint = '' if split == 'test' else ' (train/validation need the 60 fps MS-G3D csvs)'
+      raise DataError(csv_path, f'expected {len(columns)} columns {",".join(columns)}, got '
+                      f'{len(row)}{hint}', line)
+    fields = dict(zip(columns, row))
+    video = fields['video'].strip()
+    if not video:
+      raise DataError(csv_path, 'empty video name', line)
+    seg_id = _int_field(csv_path, line, 'id', fields['id'])
+    start = _int_field(csv_path, line, 'start_frame', fields['start_frame'])
+    end = _int_field(csv_path, line, 'end_frame', fields['end_frame'])
+    if split == 'test':
+      if seg_id != len(segments):
+        # The reference asserts that ids are the row positions; its output is indexed by them.
+        raise DataError(csv_path, f'id {seg_id} is not the row position {len(segments)}', line)
+      segments.append(Segment(line, seg_id, video, 2 * start + 1, 2 * end + 1))
+      continue
+    labels = {}
+    for task in ('action', 'verb', 'noun'):
+      value = _int_field(csv_path, line, f'{task}_id', fields[f'{task}_id'])
+      if not 0 <= value < NUM_CLASSES[task]:
+        raise DataError(csv_path, f'{task}_id {value} out of range [0, {NUM_CLASSES[task]})',
+                        line)
+      labels[task] = value
+    segments.append(Segment(line, seg_id, video, start, end, labels['action'], labels['verb'],
+                            labels['noun'], fields['action_cls']))
   if not segments:
     raise DataError(csv_path, 'empty csv (no segments)')
   if split != 'test':

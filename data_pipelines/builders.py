@@ -72,7 +72,7 @@ def _example(sample: Sample, **extra) -> tuple[str, dict]:
       'length': sample.length, **extra}
 
 
-def _require_dirs(manual_dir, names, *, any_of: bool = False, instructions: str = '') -> None:
+def _require_dirs(manual_dir, names, *, instructions: str = '') -> None:
   """Raises DataError naming manual_dir and the sub-folders it lacks."""
   manual_dir = os.fspath(manual_dir)
   if not os.path.isdir(manual_dir):
@@ -80,8 +80,8 @@ def _require_dirs(manual_dir, names, *, any_of: bool = False, instructions: str 
   base = glob.escape(manual_dir)
   missing = [n for n in names
              if not any(os.path.isdir(p) for p in glob.glob(os.path.join(base, n)))]
-  if missing and (not any_of or len(missing) == len(names)):
-    need = (' or ' if any_of else ', ').join(f'{n}/' for n in missing)
+  if missing:
+    need = ', '.join(f'{n}/' for n in missing)
     raise DataError(manual_dir, f'manual_dir lacks {need}; the builder expects:\n'
                     f'{instructions.strip()}')
 
@@ -193,9 +193,11 @@ class NtuBuilder(_Builder, skip_registration=True):
 
   @classmethod
   def check_manual_dir(cls, manual_dir) -> None:
+    # NTU 120 needs both archives: classes A061-A120 exist only in setups 18-32, so a tree of
+    # one would build without them, or without setups 1-17, and say nothing.
     dirs = ((ntu.SKELETON_DIR,) if cls.NTU_DATASET == 'ntu60'
             else (ntu.SKELETON_DIR, ntu.SKELETON_DIR_120))
-    _require_dirs(manual_dir, dirs, any_of=True, instructions=cls.MANUAL_DOWNLOAD_INSTRUCTIONS)
+    _require_dirs(manual_dir, dirs, instructions=cls.MANUAL_DOWNLOAD_INSTRUCTIONS)
 
   def _split_generators(self, dl_manager):
     self.check_manual_dir(dl_manager.manual_dir)

@@ -24,6 +24,20 @@ class DataError(ValueError):
     super().__init__(f'{where}: {reason}')
 
 
+def read_text(path: str | os.PathLike, what: str, **open_args) -> str:
+  """The whole text of `path`; a DataError naming it where it is missing, cannot be read or
+  is not text (a partial or corrupt download among thousands of files)."""
+  try:
+    with open(path, 'r', **open_args) as f:
+      return f.read()
+  except FileNotFoundError:
+    raise DataError(path, f'missing {what}') from None
+  except OSError as e:
+    raise DataError(path, f'cannot read {what} ({e.strerror or e})') from None
+  except UnicodeDecodeError as e:
+    raise DataError(path, f'{what} is not a text file ({e.reason})') from None
+
+
 @dataclasses.dataclass
 class Sample:
   """One sequence as a reader yields it.

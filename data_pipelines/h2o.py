@@ -39,7 +39,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from data_pipelines.common import DataError, Sample
+from data_pipelines.common import DataError, Sample, read_text
 
 NUM_CLASSES = 36
 NUM_JOINTS = 21
@@ -54,11 +54,7 @@ _OBJ_VALUES = 1 + NUM_JOINTS * 3
 
 def _parse_numbers(path: str, expected: int) -> np.ndarray:
   """The single line of numbers in a pose file, as float64."""
-  try:
-    with open(path, 'r') as f:
-      lines = [l for l in f.read().splitlines() if l.strip()]
-  except FileNotFoundError:
-    raise DataError(path, 'missing pose file') from None
+  lines = [l for l in read_text(path, 'pose file').splitlines() if l.strip()]
   if len(lines) != 1:
     raise DataError(path, f'expected exactly 1 line of numbers, got {len(lines)}')
   tokens = lines[0].split()
@@ -103,11 +99,7 @@ def _check_label(value: str, path: str, line: Optional[int]) -> int:
 def read_frame_label(root: str | os.PathLike, path: str, frame: int) -> int:
   """The 1-based action label stored for `frame` of recording `path`."""
   label_path = os.path.join(os.fspath(root), path, 'cam4', 'action_label', f'{frame:06d}.txt')
-  try:
-    with open(label_path, 'r') as f:
-      first = f.readline()
-  except FileNotFoundError:
-    raise DataError(label_path, 'missing action label file') from None
+  first = read_text(label_path, 'action label file').split('\n', 1)[0]
   return _check_label(first, label_path, 1)
 
 
@@ -115,11 +107,7 @@ def read_split_file(path: str | os.PathLike, *, with_label: bool) -> list[dict]:
   """Rows of a `label_split/action_*.txt` file: dicts with id, path, start_act, end_act, line and,
   when `with_label`, the 1-based action_label."""
   path = os.fspath(path)
-  try:
-    with open(path, 'r') as f:
-      lines = f.read().splitlines()
-  except FileNotFoundError:
-    raise DataError(path, 'missing split file') from None
+  lines = read_text(path, 'split file').splitlines()
   if not lines or not lines[0].strip():
     raise DataError(path, 'empty split file (no header)')
   header = lines[0].split()

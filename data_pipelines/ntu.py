@@ -24,7 +24,8 @@ Per file (see `process_skeleton_file`), bit-exact with the reference in float32:
   5. The origin (joint index 1, spine mid, of actor 1 in its first non-zero frame) is
      subtracted everywhere; in two-actor output, frames where an actor summed to 0 before
      the shift are set back to 0. A single actor is duplicated into both person slots (also
-     for mutual actions where only one body survived).
+     for mutual actions where only one body survived), as `data/ntu120/seq_transformation.py`
+     does; for NTU 60 (`dataset='ntu60'`) the second slot stays zero, as `data/ntu/`'s does.
 The float32 reductions (np.var for motion, row sums for the zero tests) are the reference's own
 calls on arrays of the same layout, so outputs are bit-identical, not merely close.
 
@@ -50,6 +51,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import multiprocessing
 import operator
 import os
@@ -59,7 +61,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from data_pipelines.common import DataError, Sample
+from data_pipelines.common import DataError, Sample, read_text
 
 NUM_JOINTS = 25
 NUM_PERSONS = 2
@@ -86,7 +88,7 @@ _RANGES = {  # inclusive id ranges of each name field, NTU120 (NTU60 is the firs
     'setup': (1, 32), 'camera': (1, 3), 'performer': (1, 106), 'replication': (1, 2),
     'action': (1, 120)}
 _NAME_RE = re.compile(r'S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})')
-_XYZ_OF_BLOCK = operator.itemgetter(*[12 * j + k for j in range(NUM_JOINTS) for k in range(3)])
+_XYZ = operator.itemgetter(0, 1, 2)
 
 CLASS_SUBSETS = ('mutual26', 'mutual11', 'all120')
 BENCHMARKS = {'ntu120': ('xsub', 'xset'), 'ntu60': ('xsub', 'xview')}
@@ -232,15 +234,9 @@ def parse_skeleton_file(path: str | os.PathLike) -> RawSkeleton:
   Raises DataError naming the file and line for a missing file, a truncated file, a wrong
   count, a wrong number of values on a line, or a non-numeric x/y/z.
   """
-  try:
-    with open(path, 'r') as f:
-      lines = f.read().split('\n')
-    if lines[-1] == '':  # the final newline ends the last line, it does not start another
-      lines.pop()
-  except OSError as e:
-    raise DataError(path, f'cannot read skeleton file ({e.strerror or e})') from None
-  except UnicodeDecodeError as e:
-    raise DataError(path, f'not a text file ({e.reason})') from None
+  lines = read_text(path, 'skeleton file').split('\n')
+  if lines[-1] == '':  # the final newline ends the last line, it does not start another
+    lines.pop()
 
   num_frames = _count(lines, 0, path, 'frame count')
   bodies_per_frame = np.zeros(num_frames, dtype=np.int64)
@@ -265,14 +261,13 @@ def parse_skeleton_file(path: str | os.PathLike) -> RawSkeleton:
       if pos + NUM_JOINTS > len(lines):
         raise DataError(path, f'file ends inside the joints of frame {frame + 1}',
                         line=len(lines) + 1)
-      block = lines[pos:pos + NUM_JOINTS]
-      tokens = ' '.join(block).split()
-      if len(tokens) != 12 * NUM_JOINTS:
-        for offset, text in enumerate(block):
-          if len(text.split()) != 12:
-            raise DataError(path, f'joint line has {len(text.split())} values, expected 12',
-                            line=pos + offset + 1)
-      xyz_tokens.extend(_XYZ_OF_BLOCK(tokens))
+      rows = list(map(str.split, lines[pos:pos + NUM_JOINTS]))
+      # Every line on its own: a block's total alone misses a line of 13 beside one of 11.
+      if list(map(len, rows)).count(12) != NUM_JOINTS:
+        offset, row = next((o, r) for o, r in enumerate(rows) if len(r) != 12)
+        raise DataError(path, f'joint line has {len(row)} values, expected 12',
+                        line=pos + offset + 1)
+      xyz_tokens.extend(itertools.chain.from_iterable(map(_XYZ, rows)))
       block_starts.append(pos)
       pos += NUM_JOINTS
   for line in range(pos, len(lines)):
@@ -391,8 +386,12 @@ def _translate(joints: np.ndarray, path) -> np.ndarray:
   return joints
 
 
-def denoise_skeleton(raw: RawSkeleton, path: str | os.PathLike = '<skeleton>') -> np.ndarray:
-  """The reference's per-file pipeline on parsed data; float32 (T, 25, 2, 3)."""
+def denoise_skeleton(raw: RawSkeleton, path: str | os.PathLike = '<skeleton>',
+                     dataset: str = 'ntu120') -> np.ndarray:
+  """The reference's per-file pipeline on parsed data; float32 (T, 25, 2, 3). `dataset` picks
+  the single-actor rule of that release's scripts (module docstring, step 5)."""
+  if dataset not in BENCHMARKS:
+    raise ValueError(f'dataset must be one of {tuple(BENCHMARKS)}, got {dataset!r}')
   bodies, num_frames = _collect_bodies(raw)
   if num_frames == 0:
     raise EmptySkeletonError(path, f'all {len(raw.bodies_per_frame)} frames have no body')
@@ -412,15 +411,16 @@ def denoise_skeleton(raw: RawSkeleton, path: str | os.PathLike = '<skeleton>') -
       raise DataError(path, 'every frame is zero after denoising')
   joints = _translate(joints, path)
   if joints.shape[1] == 75:
-    joints = np.concatenate([joints, joints], axis=1)
+    second = joints if dataset == 'ntu120' else np.zeros_like(joints)
+    joints = np.concatenate([joints, second], axis=1)
   return np.ascontiguousarray(
       joints.reshape(-1, NUM_PERSONS, NUM_JOINTS, 3).transpose(0, 2, 1, 3))
 
 
-def process_skeleton_file(path: str | os.PathLike) -> np.ndarray:
+def process_skeleton_file(path: str | os.PathLike, dataset: str = 'ntu120') -> np.ndarray:
   """Parses and denoises one file: float32 (T, 25, 2, 3), T = the reference's frame count
   before dataset-wide padding. Raises EmptySkeletonError when every frame is empty."""
-  return denoise_skeleton(parse_skeleton_file(path), path)
+  return denoise_skeleton(parse_skeleton_file(path), path, dataset)
 
 
 def pad_like_reference(skeleton: np.ndarray, max_frames: int) -> np.ndarray:
@@ -440,6 +440,7 @@ class NtuTask:
   path: str
   name: str
   label: int  # the subset's label
+  dataset: str = 'ntu120'  # the release whose scripts prepare it (`denoise_skeleton`)
 
 
 def _as_roots(skeleton_dirs) -> list[str]:
@@ -506,7 +507,7 @@ def list_ntu_files(skeleton_dirs: str | os.PathLike | Sequence[str | os.PathLike
     group = split_group(fields, benchmark, split, dataset)
     label = class_label(fields.label, classes)
     if group is not None and label >= 0:
-      keyed.append(((group, name), NtuTask(path, name, label)))
+      keyed.append(((group, name), NtuTask(path, name, label, dataset)))
   keyed.sort(key=operator.itemgetter(0))
   return [task for _, task in keyed]
 
@@ -514,7 +515,7 @@ def list_ntu_files(skeleton_dirs: str | os.PathLike | Sequence[str | os.PathLike
 def load_ntu_sample(task: NtuTask) -> Optional[Sample]:
   """Reads one task; None for a file whose every frame is empty. Usable with Pool.imap."""
   try:
-    skeleton = process_skeleton_file(task.path)
+    skeleton = process_skeleton_file(task.path, task.dataset)
   except EmptySkeletonError:
     return None
   return Sample(skeleton=skeleton, length=int(skeleton.shape[0]), label=task.label,

@@ -40,7 +40,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from data_pipelines.common import DataError, Sample
+from data_pipelines.common import DataError, Sample, read_text
 
 NUM_CLASSES = 8
 NUM_JOINTS = 15
@@ -101,11 +101,7 @@ def missing_pairs(root: str | os.PathLike, *, version: str,
 
 def read_skeleton_file(path: str | os.PathLike) -> np.ndarray:
   """Parses one `skeleton_pos.txt` into float64 (T, M=2, V=15, 3), still normalised."""
-  try:
-    with open(path, 'r') as f:
-      lines = f.read().splitlines()
-  except FileNotFoundError:
-    raise DataError(path, f'missing {SKELETON_FILE}') from None
+  lines = read_text(path, SKELETON_FILE).splitlines()
   frames = []
   for lineno, line in enumerate(lines, start=1):
     # pandas (the reference's parser) skips blank lines, so we do too.

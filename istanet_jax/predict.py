@@ -53,8 +53,15 @@ from istanet_jax import adapters, host
 FORMATS = ('ntu', 'sbu', 'h2o', 'assembly101', 'npy', 'pyskl')
 _SUFFIXES = (('.skeleton', 'ntu'), ('.txt', 'sbu'), ('.json', 'assembly101'), ('.npy', 'npy'),
              ('.pkl', 'pyskl'), ('.pickle', 'pyskl'))
-# NTU builder -> class subset of `ntu.class_label` (the labels shown for `.skeleton` inputs).
-_NTU_SUBSETS = {'ntu_mutual26': 'mutual26', 'ntu120': 'all120', 'ntu_mutual11': 'mutual11'}
+# NTU builder -> (class subset of `ntu.class_label`, the labels shown for `.skeleton` inputs;
+# the release whose preparation a file gets, `ntu.denoise_skeleton`).
+_NTU_SUBSETS = {'ntu_mutual26': ('mutual26', 'ntu120'), 'ntu120': ('all120', 'ntu120'),
+                'ntu_mutual11': ('mutual11', 'ntu60')}
+
+
+def _ntu_subset(config) -> tuple[Optional[str], str]:
+  return _NTU_SUBSETS.get(config.dataset.split('/')[0] if config is not None else None,
+                          (None, 'ntu120'))
 
 
 @dataclasses.dataclass
@@ -99,7 +106,7 @@ def detect_format(path: str) -> str:
 
 
 def _ntu_label(path: str, config) -> Optional[int]:
-  subset = _NTU_SUBSETS.get(config.dataset.split('/')[0]) if config is not None else None
+  subset, _ = _ntu_subset(config)
   if subset is None:
     return None
   try:  # a file named as in the dataset says its action
@@ -219,8 +226,8 @@ def read_input(path: str, fmt: Optional[str] = None, *, start: Optional[int] = N
   if os.path.isdir(path):
     raise DataError(path, f'a directory, expected a {fmt} file')
   if fmt == 'ntu':
-    return [Clip(os.path.basename(path).split('.')[0], path, ntu.process_skeleton_file(path),
-                 _ntu_label(path, config))]
+    skeleton = ntu.process_skeleton_file(path, _ntu_subset(config)[1])
+    return [Clip(os.path.basename(path).split('.')[0], path, skeleton, _ntu_label(path, config))]
   if fmt == 'sbu':
     skeleton, _ = sbu.load_sequence(path, max_frames=sbu.MAX_FRAMES if capped else None)
     # The reader's sample name, `pair/label/seq`.

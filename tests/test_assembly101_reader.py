@@ -241,6 +241,11 @@ def test_empty_csv(tmp_path, split):
   _rewrite(path, lambda lines: ['id,video,start_frame,end_frame,is_shared', ''])
   with pytest.raises(DataError, match='empty csv'):
     _read(root, split)
+  with open(path, 'wb') as f:
+    f.write(b'id,video\n\xff\xfe\n')  # a corrupt download: named, not a bare decode error
+  with pytest.raises(DataError, match='annotation csv is not a text file') as e:
+    _read(root, split)
+  assert e.value.path == path
 
 
 def test_non_numeric_field_names_line(tmp_path):

@@ -194,7 +194,9 @@ def test_cli_rejects_unknown_names(tmp_path, capsys, argv_dataset, message):
 
 
 @pytest.mark.parametrize('dataset,layout,missing', [
-    ('ntu_mutual26/xsub', ['other/'], 'nturgb+d_skeletons/ or nturgb+d_skeletons120/'),
+    ('ntu_mutual26/xsub', ['other/'], 'lacks nturgb+d_skeletons/, nturgb+d_skeletons120/;'),
+    ('ntu_mutual26/xsub', ['nturgb+d_skeletons/'], 'lacks nturgb+d_skeletons120/;'),
+    ('ntu120/xset', ['nturgb+d_skeletons120/'], 'lacks nturgb+d_skeletons/;'),
     ('ntu_mutual11/xsub', ['nturgb+d_skeletons120/'], 'lacks nturgb+d_skeletons/;'),
     ('sbu_kinect_interaction/noisy', ['Clean/'], 'lacks Noisy/'),
     ('h2o', ['label_split/'], 'lacks subject*/'),

@@ -127,12 +127,22 @@ def _train(root):
   return list(h2o.iter_h2o_samples(root, 'train'))
 
 
-def test_missing_pose_file(small):
+def test_missing_or_undecodable_files(small):
   root, frame = small
   os.remove(frame)
   with pytest.raises(DataError, match='missing pose file') as err:
     _train(root)
   assert err.value.path == str(frame)
+  frame.write_bytes(b'1 \xff\xfe')  # a corrupt download: named, not a bare UnicodeDecodeError
+  with pytest.raises(DataError, match='pose file is not a text file') as err:
+    _train(root)
+  assert err.value.path == str(frame)
+  split_file = os.path.join(root, 'label_split', 'action_train.txt')
+  with open(split_file, 'wb') as f:
+    f.write(b'\xff')
+  with pytest.raises(DataError, match='split file is not a text file') as err:
+    _train(root)
+  assert err.value.path == split_file
 
 
 @pytest.mark.parametrize('edit,reason', [

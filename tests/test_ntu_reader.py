@@ -170,6 +170,26 @@ def test_all_bodies_short_keeps_longest(tmp_path):
   np.testing.assert_array_equal(got[:, :, 0], got[:, :, 1])
 
 
+def test_single_actor_second_slot_follows_the_release(tmp_path):
+  """NTU 120's scripts copy a lone actor into person 2, NTU 60's (`data/ntu/
+  seq_transformation.py` align_frames) leave it zero; both keep person 1 the same."""
+  a = _person(0.0, 10)
+  (tmp_path / ntu.SKELETON_DIR).mkdir()
+  path = synthetic_ntu.write_skeleton_file(
+      tmp_path / ntu.SKELETON_DIR / 'S001C001P001R001A050.skeleton',
+      [[('1', a[f])] for f in range(10)])
+  ntu120 = ntu.process_skeleton_file(path)
+  ntu60 = ntu.process_skeleton_file(path, 'ntu60')
+  np.testing.assert_array_equal(ntu120[:, :, 1], ntu120[:, :, 0])
+  np.testing.assert_array_equal(ntu60[:, :, 0], ntu120[:, :, 0])
+  assert ntu60[:, :, 0].any() and not ntu60[:, :, 1].any()
+  for dataset, want in (('ntu60', ntu60), ('ntu120', ntu120)):  # what the builders read
+    (sample,) = ntu.iter_ntu_samples(tmp_path, benchmark='xsub', split='train', dataset=dataset)
+    np.testing.assert_array_equal(sample.skeleton, want)
+  with pytest.raises(ValueError, match='dataset must be one of'):
+    ntu.process_skeleton_file(path, 'ntu61')
+
+
 def test_translation_origin_and_zero_frames(tmp_path):
   a, b = _person(0.0, 20), _person(0.8, 20)
   # Person 2 (less motion) is alone in the first 3 frames, person 1 (actor 1) enters later.
@@ -201,6 +221,8 @@ def _valid_text():
     (lambda L: L[:3] + ['24'] + L[4:], 4, 'joint count 24'),
     (lambda L: L[:5] + [L[5].replace(L[5].split()[1], 'abc', 1)] + L[6:], 6, 'non-numeric'),
     (lambda L: L[:5] + [' '.join(L[5].split()[:11])] + L[6:], 6, 'expected 12'),
+    # 13 values beside 11: the block's total is right, a line is not.
+    (lambda L: L[:5] + [L[5] + ' 0', ' '.join(L[6].split()[:11])] + L[7:], 6, '13 values'),
     (lambda L: L[:2] + ['7 0 1'] + L[3:], 3, 'expected 10'),
     (lambda L: ['two'] + L[1:], 1, 'frame count'),
     (lambda L: L + ['5'], 58, 'after the last'),
@@ -216,8 +238,14 @@ def test_malformed_files_raise(tmp_path, mutate, line, reason):
 
 
 def test_missing_file_and_bad_names(tmp_path):
-  with pytest.raises(DataError, match='cannot read'):
+  with pytest.raises(DataError, match='missing skeleton file'):
     ntu.parse_skeleton_file(tmp_path / 'nope.skeleton')
+  with pytest.raises(DataError, match='cannot read skeleton file'):
+    ntu.parse_skeleton_file(tmp_path)  # a directory
+  garbage = tmp_path / 'garbage.skeleton'
+  garbage.write_bytes(b'\x00\xff\xfe')
+  with pytest.raises(DataError, match=f'{garbage}: skeleton file is not a text file'):
+    ntu.parse_skeleton_file(garbage)
   with pytest.raises(DataError, match='does not match'):
     ntu.parse_ntu_name('S001C001P001R001A50')
   with pytest.raises(DataError, match='action 121 out of range'):

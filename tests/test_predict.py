@@ -3,6 +3,7 @@
 lists that fit the configs, and one-line errors."""
 
 import json
+import os
 import pathlib
 import pickle
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import types
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -18,7 +20,7 @@ from configs import assembly101 as asb_config
 from configs import demo, h2o as h2o_config, ntu120, ntu26, sbu as sbu_config
 from data_pipelines import assembly101, h2o, ntu
 from data_pipelines.synthetic_assembly101 import write_assembly101_tree
-from data_pipelines.synthetic_ntu import write_ntu_tree
+from data_pipelines.synthetic_ntu import write_ntu_tree, write_skeleton_file
 from data_pipelines.synthetic_sbu_h2o import write_h2o_tree
 from istanet_jax import adapters, checkpoints, labels, predict, steps, torch_compat, train
 from conftest import prepared_sbu
@@ -125,12 +127,18 @@ def test_sbu_files_get_the_logits_of_train_evaluate(sbu_run, tmp_path, capsys):
 # --------------------------------------------------------------------------- NTU and windows
 
 
-def test_ntu_file_reads_like_the_dataset_and_windows_aggregate(ntu_model):
+def test_ntu_file_reads_like_the_dataset_and_windows_aggregate(ntu_model, tmp_path):
   config, variables = ntu_model['config'], ntu_model['variables']
   path = str(next((ntu_model['root'] / 'raw').rglob('*A050.skeleton')))
   (clip,) = predict.read_input(path, config=config)
   np.testing.assert_array_equal(clip.skeleton, ntu.process_skeleton_file(path))
   assert clip.label == 0  # A050 is class 0 of NTU Mutual 26
+  # One actor: an NTU 60 config's file is prepared as the NTU 60 builder does (person 2 zero).
+  alone = write_skeleton_file(tmp_path / os.path.basename(path),
+                              [f[:1] for f in ntu.parse_skeleton_file(path).frames])
+  mutual11 = ml_collections.ConfigDict({'dataset': 'ntu_mutual11/xsub'})
+  (clip60,) = predict.read_input(alone, config=mutual11)
+  assert clip60.label == 0 and clip60.skeleton[:, :, 0].any() and not clip60.skeleton[:, :, 1].any()
   names = labels.class_names(config)
   result = predict.predict(config, variables, [clip], window=20, stride=15, batch_size=4,
                            top_k=3, names=names)

@@ -144,6 +144,10 @@ def test_missing_file_and_version_dir(tmp_path):
   with pytest.raises(DataError, match='missing skeleton_pos.txt') as err:
     _read(tmp_path)
   assert err.value.path == str(path)
+  path.write_bytes(b'1,\xff\xfe\n')  # a corrupt download: named, not a bare UnicodeDecodeError
+  with pytest.raises(DataError, match='skeleton_pos.txt is not a text file') as err:
+    _read(tmp_path)
+  assert err.value.path == str(path)
   shutil.rmtree(tmp_path / 'Clean')
   with pytest.raises(DataError, match='no such directory'):
     _read(tmp_path)
