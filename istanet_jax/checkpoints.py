@@ -5,7 +5,9 @@ the best eval top-1 (as the reference keeps its best `.pt`). Each checkpoint has
 `state` (the train-state pytree) and `meta` (JSON: epoch, best top-1, data position, ...).
 Orbax writes into a temporary directory and renames it when complete, so a killed save never
 looks finished; a checkpoint that is complete but damaged makes restore raise, and
-`restore_latest` then falls back to the previous one, saying which and why.
+`restore_latest` then falls back to the previous one, saying which and why. `meta` also records
+the state's layout (`state_layout`), so that a checkpoint of another config (a changed model,
+optimiser or clipping) is reported as such and left in place, not taken for a damaged one.
 """
 
 from __future__ import annotations
@@ -19,6 +21,16 @@ import jax
 import orbax.checkpoint as ocp
 
 log = logging.getLogger(__name__)
+
+
+class LayoutMismatch(ValueError):
+  """The checkpoint holds a state of another layout than the one asked for (another config)."""
+
+
+def state_layout(state: Any) -> list:
+  """'path shape dtype' of every leaf of a state (arrays or ShapeDtypeStructs)."""
+  leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+  return [f'{jax.tree_util.keystr(path)} {tuple(a.shape)} {a.dtype}' for path, a in leaves]
 
 
 class Checkpointer:
@@ -39,8 +51,12 @@ class Checkpointer:
         item_names=('state', 'meta'))
 
   def save(self, step: int, state: Any, meta: dict) -> None:
+    meta = dict(meta, state_layout=state_layout(state))
     self.manager.save(int(step), args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+
+  def delete(self, step: int) -> None:
+    self.manager.delete(int(step))
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
@@ -51,11 +67,38 @@ class Checkpointer:
   def restore(self, step: int, abstract_state: Any):
     restored = self.manager.restore(int(step), args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-    return restored['state'], dict(restored['meta'])
+    meta = dict(restored['meta'])
+    meta.pop('state_layout', None)
+    return restored['state'], meta
+
+  def check_layout(self, step: int, abstract_state: Any) -> None:
+    """Raises LayoutMismatch where `step`'s recorded layout differs from `abstract_state`'s
+    (checkpoints written before the layout was recorded pass); reading errors propagate."""
+    meta = self.manager.restore(int(step), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    saved = meta['meta'].get('state_layout')
+    wanted = state_layout(abstract_state)
+    if saved is None or list(saved) == wanted:
+      return
+    saved_set, wanted_set = set(saved), set(wanted)
+    only_saved = [s for s in saved if s not in wanted_set]
+    only_wanted = [w for w in wanted if w not in saved_set]
+    raise LayoutMismatch(
+        f'{os.path.join(self.directory, str(step))} holds a state of another layout than this '
+        f'config makes ({len(only_saved)} leaves only there, e.g. '
+        f'{only_saved[0] if only_saved else "none"}; {len(only_wanted)} only here, e.g. '
+        f'{only_wanted[0] if only_wanted else "none"}): it was trained with another config. Rerun '
+        f'with that config, or use a new --workdir; nothing was moved.')
 
   def restore_latest(self, abstract_state: Any):
-    """(state, meta, step) of the newest checkpoint that restores, or None if none does."""
+    """(state, meta, step) of the newest checkpoint that restores, or None if none does.
+    LayoutMismatch where the newest readable one is of another config."""
     for step in reversed(self.steps()):
+      try:
+        self.check_layout(step, abstract_state)
+      except LayoutMismatch:
+        raise
+      except Exception:  # pylint: disable=broad-except
+        pass  # an unreadable meta: the restore below fails too, and says why
       try:
         state, meta = self.restore(step, abstract_state)
         return state, meta, step

@@ -173,6 +173,18 @@ def _check_skeleton(skeleton: np.ndarray, shape: tuple, where: str) -> None:
                      f'shape {skeleton.shape}')
 
 
+def _check_labels(examples: _Examples, num_classes: int, train: bool, where: str) -> None:
+  low = 0 if train else -1
+  bad = np.flatnonzero((examples.label < low) | (examples.label >= num_classes))
+  if bad.size:
+    i = int(bad[0])
+    raise ValueError(
+        f'{where}[{i}] ({str(examples.name[i])!r}): label {examples.label[i]} outside [0, '
+        f'{num_classes}) of model.num_classes{"" if train else " (or -1: no label)"}; '
+        f'{bad.size} such examples. Does the config\'s num_classes (or label_key) match the '
+        f'dataset?')
+
+
 def _batches(read: Callable[[], _Examples], plan: _Plan, start: int, stop: int,
              max_frames: int) -> Iterator[dict]:
   """The plan's batches of slots [start, stop) (multiples of the local batch), each built
@@ -314,7 +326,8 @@ def make_iterator(builder_or_name, split: str, *, batch_size: int, max_frames: i
                   process_index: Optional[int] = None, process_count: Optional[int] = None,
                   num_epochs: Optional[int] = None,
                   start_state: Optional[Mapping[str, int]] = None,
-                  num_threads: Optional[int] = None, label_key: str = 'label') -> BatchIterator:
+                  num_threads: Optional[int] = None, label_key: str = 'label',
+                  num_classes: Optional[int] = None) -> BatchIterator:
   """Host batches of `split` (see the module docstring for the layout and the order).
 
   Args:
@@ -333,6 +346,8 @@ def make_iterator(builder_or_name, split: str, *, batch_size: int, max_frames: i
     num_threads: reader threads (grain) or parallel map calls (tf) of the read into memory;
       default: CPU count, <= 16.
     label_key: the feature delivered as `label` (Assembly101: 'label' = action, 'verb', 'noun').
+    num_classes: where given, a label outside [0, num_classes) raises ValueError (at the first
+      batch) naming the example; -1 (a split without labels) is allowed where not `train`.
 
   Returns:
     A `BatchIterator` of numpy dicts with `get_state()`, `steps_per_epoch`, `num_examples`.
@@ -385,7 +400,15 @@ def make_iterator(builder_or_name, split: str, *, batch_size: int, max_frames: i
   # The split is read on a thread of its own from here, while the caller goes on (training
   # initialises and compiles); the first batch waits for it, and a read error is raised there.
   pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='istanet-read')
-  examples = pool.submit(read, builder, split, plan, max_frames, shape, num_threads, label_key)
+  where = f'{builder.name}/{split}'
+
+  def read_checked():
+    examples = read(builder, split, plan, max_frames, shape, num_threads, label_key)
+    if num_classes is not None:
+      _check_labels(examples, num_classes, train, f'{where} {label_key!r}')
+    return examples
+
+  examples = pool.submit(read_checked)
   pool.shutdown(wait=False)  # the read goes on; the thread ends with it
   batches = _batches(examples.result, plan, start_step * local_batch, stop_step * local_batch,
                      max_frames)

@@ -289,8 +289,14 @@ def make_train_step(config: ml_collections.ConfigDict, model: ISTANet,
     params = optax.apply_updates(state['params'], updates)
     finite = all_finite((loss, grads))
     keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
+    # A skipped step keeps the optimiser's state but for the schedule's count: the learning
+    # rate follows the step, one rate an epoch as the reference sets it (and as train.py logs).
+    is_schedule = lambda x: isinstance(x, optax.ScaleByScheduleState)
+    opt_state = jax.tree_util.tree_map(
+        lambda new, old: new if is_schedule(new) else keep(new, old), opt_state,
+        state['opt_state'], is_leaf=is_schedule)
     new_state = dict(
-        state, params=keep(params, state['params']), opt_state=keep(opt_state, state['opt_state']),
+        state, params=keep(params, state['params']), opt_state=opt_state,
         batch_stats=keep(batch_stats, state['batch_stats']), step=state['step'] + 1,
         skipped=state['skipped'] + (~finite).astype(jnp.int32))
     metrics = {'loss_sum': loss * examples, 'top1_sum': correct, 'count': examples,

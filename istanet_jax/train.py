@@ -57,23 +57,37 @@ def compilations(fun_name: Optional[str] = None) -> int:
 class MetricWriter:
   """`workdir/metrics.jsonl` (one JSON object per line) and TensorBoard scalars."""
 
-  def __init__(self, workdir: str, *, keep_until_epoch: Optional[int] = None, enabled: bool = True):
+  def __init__(self, workdir: str, *, keep_until_epoch: Optional[int] = None,
+               keep_until_step: Optional[int] = None, enabled: bool = True):
+    """A resumed run (`keep_until_epoch`, `keep_until_step`: its checkpoint's) drops what
+    followed the checkpoint, which it writes again; a fresh run starts the log anew."""
     self.path = os.path.join(workdir, 'metrics.jsonl')
     self.enabled = enabled
     self._tb = None
     if not enabled:
       return
     if keep_until_epoch is not None and os.path.exists(self.path):
-      # A resumed run repeats what followed its checkpoint: drop those lines, keep the rest.
       with open(self.path) as f:
-        lines = [l for l in f if l.strip() and json.loads(l).get('epoch', 0) <= keep_until_epoch]
+        lines = [l for l in f if l.strip()]
+      kept = []
+      for number, line in enumerate(lines, start=1):
+        try:
+          record = json.loads(line)
+        except ValueError:
+          if number < len(lines):
+            raise ValueError(f'{self.path}:{number}: not a JSON record') from None
+          break  # the last line, cut short by a full disk or a power loss: written again
+        if record.get('epoch', 0) <= keep_until_epoch:
+          kept.append(line if line.endswith('\n') else line + '\n')
       with files.atomic_path(self.path) as tmp, open(tmp, 'w') as f:
-        f.writelines(lines)
+        f.writelines(kept)
     elif keep_until_epoch is None and os.path.exists(self.path):
       os.remove(self.path)
     try:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      # Events past the checkpoint are purged, as their lines above: no epoch shows twice.
+      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'),
+                               purge_step=None if keep_until_step is None else keep_until_step + 1)
     except ImportError:
       self._tb = None
 
@@ -108,12 +122,30 @@ def make_mesh(devices=None) -> Mesh:
   return Mesh(np.asarray(jax.devices() if devices is None else devices), ('data',))
 
 
-def _check_batch_sizes(config, mesh: Mesh) -> None:
-  if config.batch_size % mesh.size or config.test_batch_size % mesh.size:
-    raise ValueError(f'batch_size {config.batch_size} and test_batch_size '
-                     f'{config.test_batch_size} must be multiples of the {mesh.size} devices')
+def _check_batch_sizes(config, mesh: Mesh, *, train: bool = True) -> None:
+  """ValueError naming the config key where the batches do not split over the mesh (`train`:
+  the training batch, its microbatches and BatchNorm groups too, not only the eval batch)."""
+  if config.test_batch_size % mesh.size:
+    raise ValueError(f'test_batch_size {config.test_batch_size} must be a multiple of the '
+                     f'{mesh.size} devices')
+  if not train:
+    return
+  if config.batch_size % mesh.size:
+    raise ValueError(f'batch_size {config.batch_size} must be a multiple of the {mesh.size} '
+                     f'devices')
   steps.microbatch_rows(config.batch_size, config.get('microbatches', 1), mesh.size,
                         config.get('bn_group_size'))
+
+
+def _check_schedule(config, n_train: int) -> None:
+  """ValueError naming the config key, before anything runs (these would fail an epoch in)."""
+  for key in ('eval_interval', 'checkpoint_every_epochs', 'keep_checkpoints'):
+    value = config.get(key, 1)
+    if value is not None and value < 1:  # keep_checkpoints None keeps every one
+      raise ValueError(f'config.{key} must be >= 1, got {value}')
+  if config.batch_size > n_train:
+    raise ValueError(f'config.batch_size {config.batch_size} exceeds the {n_train} examples of '
+                     f'{config.dataset} split {config.train_split!r}: no full training batch')
 
 
 def to_global(batch: dict, sharding: NamedSharding) -> dict:
@@ -173,7 +205,8 @@ def resolve_data(config: ml_collections.ConfigDict, workdir: str) -> ml_collecti
 
 def _data_kwargs(config) -> dict:
   return dict(data_dir=config.get('data_dir'), backend=config.get('data_backend', 'auto'),
-              max_frames=config.max_frames, label_key=config.get('label_key', 'label'))
+              max_frames=config.max_frames, label_key=config.get('label_key', 'label'),
+              num_classes=config.model.num_classes)
 
 
 def jit_steps(config: ml_collections.ConfigDict, model, tx, mesh: Mesh):
@@ -235,6 +268,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   data_sharding = NamedSharding(mesh, P('data'))
 
   n_train = input_pipeline.num_examples(config.dataset, config.train_split, config.get('data_dir'))
+  _check_schedule(config, n_train)
   steps_per_epoch = input_pipeline.num_batches(n_train, batch_size=config.batch_size, train=True,
                                                process_count=jax.process_count())
   model = steps.model_from_config(config)
@@ -250,10 +284,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   base_key = jax.random.key(config.seed)
   abstract_state = jax.eval_shape(init_state, base_key)
   restored = last.restore_latest(checkpoints.abstract_like(abstract_state))
+  at = -1
   if restored is not None:
     state, meta, at = restored
     _say(f'Resuming from {last.directory}/{at}: epoch {meta["epoch"]} done, '
          f'best top-1 {meta["best_top1"]:.4f}')
+  _forget_best_after(best, at, workdir)
   start_epoch = int(meta['epoch'])
   end_epoch = config.num_epoch
   if stop_after_epochs is not None:
@@ -274,6 +310,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if step_compiled is not None:
     step_compiled.result()  # raises what the compilation raised
   writer = MetricWriter(workdir, keep_until_epoch=start_epoch if restored else None,
+                        keep_until_step=at if restored else None,
                         enabled=jax.process_index() == 0)
 
   # One eval iterator for the run, a pass per evaluation: an iterator reads the whole split
@@ -344,6 +381,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   return summary
 
 
+def _forget_best_after(best: checkpoints.Checkpointer, step: int, workdir: str) -> None:
+  """Deletes `best/` checkpoints later than the state training resumes from (`step`; -1: a
+  fresh start), and the scores saved with them. They are ahead of the resumed run's record of
+  its best (a kill between the best and the last checkpoint of an epoch, an epoch not
+  checkpointed, a damaged newest checkpoint), and the rerun saves that step again when it gets
+  there (Orbax refuses a step that exists)."""
+  later = [s for s in best.steps() if s > step]
+  for s in later:
+    best.delete(s)
+  if later and jax.process_index() == 0:
+    for suffix in ('npy', 'json'):
+      path = os.path.join(workdir, f'best_scores.{suffix}')
+      if os.path.exists(path):
+        os.remove(path)
+
+
 def eval_iterator(config, passes: int = 1) -> input_pipeline.BatchIterator:
   """The eval split in index order, padded to whole batches, `passes` times over."""
   return input_pipeline.make_iterator(
@@ -406,7 +459,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, checkpo
   os.makedirs(workdir, exist_ok=True)
   config = resolve_data(config, workdir)
   mesh = make_mesh(devices)
-  _check_batch_sizes(config, mesh)
+  _check_batch_sizes(config, mesh, train=False)
   replicated = NamedSharding(mesh, P())
   model = steps.model_from_config(config)
   # Shared with the exporter; unlike the training fallback, it never moves a checkpoint aside
@@ -441,8 +494,9 @@ def save_scores(workdir: str, result: dict, name: str = 'best_scores') -> None:
   The .json holds `sample_names` and `labels` (row i of the .npy is sample i), per-class
   top-1 and the evaluation's `eval/*` scalars (`metrics`).
   """
-  np.save(os.path.join(workdir, f'{name}.npy'), result['scores'])
-  with open(os.path.join(workdir, f'{name}.json'), 'w') as f:
+  with files.atomic_path(os.path.join(workdir, f'{name}.npy'), '.npy') as tmp:
+    np.save(tmp, result['scores'])
+  with files.atomic_path(os.path.join(workdir, f'{name}.json')) as tmp, open(tmp, 'w') as f:
     json.dump({'sample_names': result['sample_names'],
                'labels': np.asarray(result['labels']).tolist(),
                'per_class_top1': [None if np.isnan(v) else float(v) for v in result['per_class_top1']],

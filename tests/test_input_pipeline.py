@@ -288,6 +288,17 @@ def test_bad_arguments(builders):
     _iter(builders, 'grain', backend='torch')
 
 
+@pytest.mark.parametrize('backend', ['grain', 'tf'])
+def test_labels_outside_the_model_s_classes_are_named(builders, backend):
+  """A config whose num_classes (or label_key) does not fit the data: the labels i % 4 of 3
+  classes. Unchecked, the loss took NaN at those labels and every step was skipped."""
+  assert len(_collect(_iter(builders, backend, num_classes=4), 1)) == 1
+  it = _iter(builders, backend, num_classes=3)
+  with pytest.raises(ValueError, match=r"tiny_skeleton/train 'label'\[\d+\] \('train_\d+'\): label 3 "
+                                       r"outside \[0, 3\) of model.num_classes; 9 such examples"):
+    next(it)
+
+
 def test_num_batches():
   assert ip.num_batches(37, batch_size=8, train=True) == 4
   assert ip.num_batches(37, batch_size=8, train=False) == 5

@@ -4,6 +4,7 @@ processes, corrupt checkpoints, no recompilation, and one step equal to the refe
 import json
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from configs import demo
@@ -152,6 +154,68 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one(data_dir, tmp_path, c
   assert result['resumed_from_epoch'] == 1 and result['epochs_run'] == 2
 
 
+def test_best_checkpoint_ahead_of_the_last_is_saved_again(data_dir, tmp_path, capsys):
+  """A kill after an epoch's `best/` save and before its `checkpoints/` save (or a damaged
+  newest checkpoint that was also the best): the rerun reaches that step again and saves it
+  anew, where Orbax had refused a step that exists, in every rerun after."""
+  config = tiny_config(data_dir, num_epoch=1)
+  train.train_and_evaluate(config, str(tmp_path), progress=False, devices=jax.devices()[:1])
+  best = checkpoints.Checkpointer(str(tmp_path / 'best'), use_async=False)
+  (step,) = best.steps()  # the first evaluation is always the best so far
+  best.close()
+  shutil.rmtree(tmp_path / 'checkpoints' / str(step))
+  result = train.train_and_evaluate(config, str(tmp_path), progress=False,
+                                    devices=jax.devices()[:1])
+  assert result['resumed_from_epoch'] is None and result['epochs_run'] == 1
+  best = checkpoints.Checkpointer(str(tmp_path / 'best'), use_async=False)
+  assert best.steps() == [step]
+  best.close()
+  assert (tmp_path / 'best_scores.npy').exists() and (tmp_path / 'best_scores.json').exists()
+
+
+def test_checkpoint_of_another_config_is_named_and_kept(data_dir, tmp_path):
+  """A rerun whose config changes the state's layout is not a damaged checkpoint: nothing is
+  moved aside, the metrics stay, and the error says what differs."""
+  config = tiny_config(data_dir, num_epoch=1)
+  train.train_and_evaluate(config, str(tmp_path), progress=False, devices=jax.devices()[:1])
+  before = sorted(os.listdir(tmp_path / 'checkpoints'))
+  metrics = (tmp_path / 'metrics.jsonl').read_text()
+  with pytest.raises(checkpoints.LayoutMismatch, match=r'checkpoints/7 holds a state of another '
+                     r'layout .* it was trained with another config'):
+    train.train_and_evaluate(tiny_config(data_dir, num_epoch=2, grad_clip_norm=1.0),
+                             str(tmp_path), progress=False, devices=jax.devices()[:1])
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == before
+  assert (tmp_path / 'metrics.jsonl').read_text() == metrics
+
+
+@pytest.mark.parametrize('overrides, match', [
+    (dict(eval_interval=0), 'config.eval_interval must be >= 1, got 0'),
+    (dict(checkpoint_every_epochs=0), 'config.checkpoint_every_epochs must be >= 1'),
+    (dict(keep_checkpoints=0), 'config.keep_checkpoints must be >= 1'),
+    (dict(batch_size=64), r"config.batch_size 64 exceeds the 62 examples of .* split 'fold1\+"),
+])
+def test_config_values_that_would_fail_an_epoch_in_are_refused_first(data_dir, tmp_path,
+                                                                     overrides, match):
+  with pytest.raises(ValueError, match=match):
+    train.train_and_evaluate(tiny_config(data_dir, **overrides), str(tmp_path), progress=False,
+                             devices=jax.devices()[:1])
+  assert not (tmp_path / 'checkpoints').exists()
+
+
+def test_metrics_log_of_a_resumed_run(tmp_path):
+  """Lines after the checkpoint's epoch go; a last line cut short (a full disk) goes too; a bad
+  line before it is named."""
+  path = tmp_path / 'metrics.jsonl'
+  path.write_text('{"epoch": 1, "a": 1}\n{"epoch": 2, "a": 2}\n{"epoch": 3, "a"')
+  train.MetricWriter(str(tmp_path), keep_until_epoch=2).close()
+  assert path.read_text() == '{"epoch": 1, "a": 1}\n{"epoch": 2, "a": 2}\n'
+  train.MetricWriter(str(tmp_path), keep_until_epoch=1).close()
+  assert path.read_text() == '{"epoch": 1, "a": 1}\n'
+  path.write_text('{"epoch": 1}\n{"epo\n{"epoch": 2}\n')
+  with pytest.raises(ValueError, match=r'metrics.jsonl:2: not a JSON record'):
+    train.MetricWriter(str(tmp_path), keep_until_epoch=2)
+
+
 def test_half_written_checkpoint_is_ignored(data_dir, tmp_path, capsys):
   config = tiny_config(data_dir, num_epoch=1)
   train.train_and_evaluate(config, str(tmp_path), progress=False, devices=jax.devices()[:1])
@@ -209,6 +273,15 @@ def test_non_finite_step_is_skipped_and_counted(data_dir):
   assert int(new_state['skipped']) == 1 and int(new_state['step']) == 1
   assert float(metrics['skipped']) == 1.0
   _assert_trees(jax.device_get(new_state['params']), before)
+  # The schedule still counts the step (the learning rate follows the epoch, as logged); the
+  # rest of the optimiser's state is kept.
+  is_schedule = lambda x: isinstance(x, optax.ScaleByScheduleState)
+  schedules = [s for s in jax.tree_util.tree_leaves(new_state['opt_state'], is_leaf=is_schedule)
+               if is_schedule(s)]
+  assert [int(s.count) for s in schedules] == [1]
+  rest = lambda opt_state: [leaf for leaf in jax.tree_util.tree_leaves(opt_state, is_leaf=is_schedule)
+                            if not is_schedule(leaf)]
+  _assert_trees(jax.device_get(rest(new_state['opt_state'])), jax.device_get(rest(state['opt_state'])))
 
 
 def test_init_prng_draws_are_uniform_and_independent():
@@ -330,6 +403,7 @@ jax.config.update('jax_cpu_collectives_implementation', 'gloo')
 jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
 sys.path[:0] = [sys.argv[5], os.path.join(sys.argv[5], 'tests')]
 import numpy as np
+import optax
 from istanet_jax import train
 from test_train import tiny_config
 result = train.train_and_evaluate(tiny_config(sys.argv[3], num_epoch=1), sys.argv[4],
@@ -420,6 +494,7 @@ jax.config.update('jax_cpu_collectives_implementation', 'gloo')
 jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
 sys.path.insert(0, sys.argv[4])
 import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from istanet_jax import checkpoints
 replicated = NamedSharding(Mesh(np.array(jax.devices()), ('data',)), PartitionSpec())
@@ -483,8 +558,14 @@ def test_eval_mode_on_orbax_and_reference_checkpoints(data_dir, tmp_path, four_d
   with pytest.raises(ValueError, match='empty: no Orbax checkpoint steps'):
     train.evaluate_checkpoint(config, str(tmp_path / 'c'), str(tmp_path / 'empty'),
                               devices=jax.devices()[:4])
-  with pytest.raises(ValueError, match='must be multiples of the 8 devices'):
+  with pytest.raises(ValueError, match='test_batch_size 12 must be a multiple of the 8 devices'):
     train.evaluate_checkpoint(config, str(tmp_path / 'd'), str(tmp_path / 'best.pt'))
+  # Training's batch settings are not evaluation's business: a batch of 6 does not split over
+  # 4 devices, the eval batch of 12 does.
+  odd = train.evaluate_checkpoint(tiny_config(data_dir, batch_size=6, microbatches=3),
+                                  str(tmp_path / 'e'), str(tmp_path / 'best.pt'),
+                                  devices=jax.devices()[:4])
+  assert odd['eval/top1'] == from_pt['eval/top1']
 
 
 def test_synthetic_trees_by_name(tmp_path):
