@@ -54,6 +54,7 @@ RTOL = 1e-5
 # demo model; a wrong key or layout moves logits by ~1e-1.
 TORCH_RTOL = 1e-4
 DEFAULT_PLATFORMS = ('cpu', 'cuda', 'tpu')
+PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')  # jax.export's names
 # onnxruntime's kernels (MatMul, Conv, Einsum) sum in other orders than XLA's: measured 3e-7
 # (tiny test model) and 8e-7 (full NTU Mutual 26 model) of the largest logit.
 ONNX_RTOL = 1e-4
@@ -424,19 +425,32 @@ def export(config: ml_collections.ConfigDict, checkpoint: str, fmt: str, out: st
     raise ValueError(f'--batch_size {batch_size}: must be at least 1')
   if reference_dir and fmt != 'pt':
     raise ValueError('--reference_dir only applies to --format pt')
+  unknown = [p for p in platforms if p not in PLATFORMS]
+  if not platforms or unknown:
+    hint = ' (a GPU is cuda or rocm)' if 'gpu' in unknown else ''
+    raise ValueError(f'--platforms {",".join(platforms)}: choose from {", ".join(PLATFORMS)}'
+                     f'{hint}')
+  if fmt == 'savedmodel' and os.path.exists(out) and not os.path.isdir(out):
+    raise ValueError(f'--out {out}: exists and is not a directory (a SavedModel is one)')
+  if fmt != 'savedmodel' and os.path.isdir(out):
+    raise ValueError(f'--out {out}: a directory; {fmt} writes a file')
   if fmt == 'onnx':
     _import_onnx()  # a missing package is reported before the checkpoint is read
   model = steps.model_from_config(config)
   variables = load_variables(config, checkpoint)
   model_args = config.model.to_dict()
   lines = [f'exported {checkpoint} as {fmt} to {out}']
+  # An export for other platforms only cannot run here, so it is written but not reloaded.
+  local = jax.default_backend()
+  runs_here = local in platforms or (local == 'gpu' and {'cuda', 'rocm'} & set(platforms))
+  not_here = [f'not reloaded: exported for {",".join(platforms)}, this host runs {local}']
   if fmt == 'stablehlo':
     export_stablehlo(model, variables, out, platforms=platforms)
-    lines += verify_stablehlo(model, variables, out)
+    lines += verify_stablehlo(model, variables, out) if runs_here else not_here
   elif fmt == 'savedmodel':
     batch_size = batch_size or config.test_batch_size
     export_savedmodel(model, variables, out, batch_size, platforms=platforms)
-    lines += verify_savedmodel(model, variables, out, batch_size)
+    lines += verify_savedmodel(model, variables, out, batch_size) if runs_here else not_here
   elif fmt == 'onnx':
     export_onnx(model, variables, out)
     lines += verify_onnx(model, variables, out)
@@ -484,7 +498,7 @@ def main(argv=None) -> None:
     for line in lines:
       print(line, flush=True)
 
-  app.run(run, argv=argv)
+  app.run(run, argv=argv, flags_parser=host.parse_flags)
 
 
 def _fail(error: Exception, code: int) -> None:

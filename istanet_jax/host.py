@@ -117,6 +117,16 @@ def _keep_freed_memory(arenas: Optional[str] = None) -> bool:
   return all(mallopt(param, value) == 1 for param, value in settings)
 
 
+def parse_flags(argv: list) -> list:
+  """absl's flag parsing for `app.run(..., flags_parser=parse_flags)`: a `--config.<key>=value`
+  override of a key the config lacks exits with one line (config_flags raises AttributeError)."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  try:
+    return app.parse_flags_with_usage(argv)
+  except AttributeError as e:
+    sys.exit(f'error: a --config.<key>=value override names no key of the config: {e}')
+
+
 def release_freed_memory() -> bool:
   """Hands the memory the process has freed back to the kernel (glibc's malloc_trim), which the
   settings above otherwise keep; for benchmarks that must make room for another process."""

@@ -25,8 +25,8 @@ classifies every W-frame window (the last one ends at the last frame), each wind
 to W frames, and reports each window's top-k and the mean of the windows' softmax.
 
 `--adapter` maps other pose layouts into the config's (see `istanet_jax.adapters`);
-a single person is duplicated for NTU models (as the NTU reader does), other missing entities
-are zero. One jitted step runs every batch of `--batch_size` windows (default the config's
+a single person is duplicated for NTU RGB+D 120 models (as their reader does; NTU 60's leaves
+the second slot zero), other missing entities are zero. One jitted step runs every batch of `--batch_size` windows (default the config's
 `test_batch_size`; fewer windows than that: the next power of two), the last batch padded and
 masked, so the number of windows causes no recompilation. Class names come from
 `istanet_jax.labels`.
@@ -178,7 +178,7 @@ def read_npy(path: str) -> Clip:
   return Clip(os.path.splitext(os.path.basename(path))[0], path, skeleton)
 
 
-def read_pyskl(path: str) -> list[Clip]:
+def read_pyskl(path: str, config=None) -> list[Clip]:
   """One clip per annotation of a pyskl-style pickle; 'keypoint' (M, T, V, C) -> (T, V, M, C)."""
   try:
     with open(path, 'rb') as f:
@@ -202,9 +202,20 @@ def read_pyskl(path: str) -> list[Clip]:
                       f'{keypoint.dtype} {keypoint.shape}')
     label = ann.get('label')
     clips.append(Clip(str(ann.get('frame_dir', f'{os.path.basename(path)}[{i}]')), path,
-                      keypoint.transpose(1, 2, 0, 3),
-                      None if label is None else int(label)))
+                      keypoint.transpose(1, 2, 0, 3), _pyskl_label(label, config)))
   return clips
+
+
+def _pyskl_label(label, config) -> Optional[int]:
+  """pyskl's NTU annotations number every action (label = action - 1): an NTU subset config's
+  class, or None where the subset has no such class."""
+  if label is None:
+    return None
+  subset, _ = _ntu_subset(config)
+  if subset is None:
+    return int(label)
+  label = ntu.class_label(int(label), subset)
+  return label if label >= 0 else None
 
 
 def read_input(path: str, fmt: Optional[str] = None, *, start: Optional[int] = None,
@@ -237,7 +248,7 @@ def read_input(path: str, fmt: Optional[str] = None, *, start: Optional[int] = N
     return [read_assembly101(path, start, end, capped)]
   if fmt == 'npy':
     return [read_npy(path)]
-  return read_pyskl(path)
+  return read_pyskl(path, config)
 
 
 # --------------------------------------------------------------------------- model input
@@ -273,8 +284,9 @@ def fit_clip(clip: Clip, config, adapter: Optional[adapters.Adapter] = None,
     raise ValueError(f'{where}: {x.shape[2]} entities, the config\'s model takes at most '
                      f'{model.num_persons}')
   if x.shape[2] < model.num_persons:
-    if x.shape[2] == 1 and adapters.layout_of(config.dataset) == 'ntu':
-      fill = np.repeat(x, model.num_persons - 1, axis=2)  # the NTU reader duplicates one actor
+    if (x.shape[2] == 1 and adapters.layout_of(config.dataset) == 'ntu'
+        and _ntu_subset(config)[1] == 'ntu120'):
+      fill = np.repeat(x, model.num_persons - 1, axis=2)  # as the NTU 120 reader does
     else:
       fill = np.zeros(x.shape[:2] + (model.num_persons - x.shape[2], 3), np.float32)
     x = np.concatenate([x, fill], axis=2)
@@ -285,8 +297,9 @@ def fit_clip(clip: Clip, config, adapter: Optional[adapters.Adapter] = None,
 
 def window_bounds(num_frames: int, window: int, stride: int) -> list[tuple[int, int]]:
   """[start, end) of each window: every `stride` frames, the last one ending at the last frame."""
-  if window < 1 or stride < 1:
-    raise ValueError(f'--window {window} and --stride {stride} must be at least 1')
+  for name, value in (('--window', window), ('--stride', stride)):
+    if value < 1:
+      raise ValueError(f'{name} {value} must be at least 1')
   if num_frames <= window:
     return [(0, num_frames)]
   starts = list(range(0, num_frames - window + 1, stride))
@@ -367,7 +380,7 @@ def predict(config, variables: dict, clips: Sequence[Clip], *, window: Optional[
   if stride is not None and window is None:
     raise ValueError('--stride needs --window')
   length = config.max_frames if window is None else window
-  stride = stride or length
+  stride = length if stride is None else stride
   arrays, bounds = [], []
   for clip in clips:
     x = fit_clip(clip, config, adapter, scale)

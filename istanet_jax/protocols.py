@@ -339,6 +339,9 @@ def load_score_file(path: str, labels: Optional[LabelFile] = None) -> ScoreFile:
     _, names, file_labels = load_labels(json_path)
   else:
     data = _read_pickle(path)
+    if isinstance(data, dict) and 'annotations' in data:
+      raise ValueError(f'{path}: a pyskl annotation file (labels, not scores): pass it as '
+                       '--labels')
     if isinstance(data, dict):
       names = [_name(n) for n in data]
       _check_unique(path, names)
@@ -356,13 +359,27 @@ def load_score_file(path: str, labels: Optional[LabelFile] = None) -> ScoreFile:
       raise ValueError(f'{path}: expected a dict name -> scores or a list of scores, got '
                        f'{type(data).__name__}')
     try:
-      scores = np.stack([np.asarray(r, np.float64).reshape(-1) for r in rows])
-    except ValueError:
-      raise ValueError(f'{path}: score rows of different lengths') from None
+      rows = [np.asarray(r, np.float64).reshape(-1) for r in rows]
+    except (TypeError, ValueError):
+      bad = next(i for i, r in enumerate(rows) if not _is_numeric(r))
+      raise ValueError(f'{path}: the scores of {names[bad]!r} are not numbers '
+                       f'({type(rows[bad]).__name__})') from None
+    if len({len(r) for r in rows}) > 1:
+      raise ValueError(f'{path}: score rows of different lengths '
+                       f'({sorted({len(r) for r in rows})})')
+    scores = np.stack(rows)
   scores = np.asarray(scores, np.float64)
   if scores.ndim != 2 or scores.shape[0] != len(names):
     raise ValueError(f'{path}: expected ({len(names)}, num_classes) scores, got {scores.shape}')
   return ScoreFile(path, list(names), scores, file_labels)
+
+
+def _is_numeric(row) -> bool:
+  try:
+    np.asarray(row, np.float64)
+    return True
+  except (TypeError, ValueError):
+    return False
 
 
 def _read_json(path: str):
@@ -653,6 +670,9 @@ def _train_main(command: str, argv: Sequence[str]) -> int:
     rest = fv(list(argv))
   except flags.Error as e:
     raise SystemExit(f'error: {e}') from None
+  except AttributeError as e:  # config_flags' answer to an override of a key that is not there
+    raise SystemExit(f'error: a --config.<key>=value override names no key of the config: '
+                     f'{e}') from None
   if len(rest) > 1:
     raise SystemExit(f'error: unexpected arguments {rest[1:]}')
   if fv['config'].value is None or not fv['workdir'].value:

@@ -565,7 +565,7 @@ def main(argv=None) -> None:
         raise app.UsageError('--mode eval needs --checkpoint (an Orbax directory or a .pt file)')
       evaluate_checkpoint(f.config, f.workdir, f.checkpoint)
 
-  app.run(run, argv=argv)
+  app.run(run, argv=argv, flags_parser=host.parse_flags)
 
 
 if __name__ == '__main__':

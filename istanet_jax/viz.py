@@ -195,6 +195,8 @@ def render_skeleton(seq: np.ndarray, layout: str, out: str, *, frame: int = 0, s
     raise ValueError(f'{out}: output must be .png (one frame) or .gif (animation)')
   if stride < 1:
     raise ValueError(f'stride must be >= 1, got {stride}')
+  if not fps > 0:
+    raise ValueError(f'fps must be > 0, got {fps}')
   present = _present(seq)
   limits = _limits(seq, present)
   fig = _figure(figsize, dpi)

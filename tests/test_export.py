@@ -123,7 +123,15 @@ def test_bad_arguments_are_rejected(trained, tmp_path):
   (tmp_path / 'junk.pt').write_bytes(b'not a checkpoint')
   with pytest.raises(ValueError, match='junk.pt: not a readable PyTorch checkpoint'):
     export.export(trained['config'], str(tmp_path / 'junk.pt'), 'pt', out)
+  with pytest.raises(ValueError, match=r'--platforms cpu,gpu: choose from cpu, cuda, rocm, tpu '
+                                       r'\(a GPU is cuda or rocm\)'):
+    export.export(trained['config'], trained['pt'], 'stablehlo', out, platforms=['cpu', 'gpu'])
+  with pytest.raises(ValueError, match='exists and is not a directory'):
+    export.export(trained['config'], trained['pt'], 'savedmodel', trained['pt'])
   assert not os.path.exists(out)
+  # For another platform only: written, not reloaded here (it cannot run), and said so.
+  lines = export.export(trained['config'], trained['pt'], 'stablehlo', out, platforms=['cuda'])
+  assert os.path.isfile(out) and lines[-1] == 'not reloaded: exported for cuda, this host runs cpu'
 
 
 def _cli(tmp_path, *args):

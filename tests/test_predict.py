@@ -136,9 +136,22 @@ def test_ntu_file_reads_like_the_dataset_and_windows_aggregate(ntu_model, tmp_pa
   # One actor: an NTU 60 config's file is prepared as the NTU 60 builder does (person 2 zero).
   alone = write_skeleton_file(tmp_path / os.path.basename(path),
                               [f[:1] for f in ntu.parse_skeleton_file(path).frames])
-  mutual11 = ml_collections.ConfigDict({'dataset': 'ntu_mutual11/xsub'})
+  mutual11 = ml_collections.ConfigDict(config.to_dict())
+  mutual11.dataset = 'ntu_mutual11/xsub'
   (clip60,) = predict.read_input(alone, config=mutual11)
   assert clip60.label == 0 and clip60.skeleton[:, :, 0].any() and not clip60.skeleton[:, :, 1].any()
+  # The same for a one-person array, which predict fills in itself.
+  one = predict.Clip('one', 'one.npy', clip60.skeleton[:, :, :1])
+  np.testing.assert_array_equal(predict.fit_clip(one, mutual11), clip60.skeleton)
+  np.testing.assert_array_equal(predict.fit_clip(one, config)[:, :, 1], clip60.skeleton[:, :, 0])
+  # pyskl numbers all 120 actions (label = action - 1): A050 is Mutual 26's class 0, A001 none.
+  pkl = tmp_path / 'ntu120.pkl'
+  pkl.write_bytes(pickle.dumps([
+      {'frame_dir': n, 'label': a - 1, 'keypoint': np.ones((1, 5, 25, 3), np.float32)}
+      for n, a in (('S001C001P001R001A050', 50), ('S001C001P001R001A001', 1))]))
+  assert [c.label for c in predict.read_input(str(pkl), config=config)] == [0, None]
+  with pytest.raises(ValueError, match='--stride 0 must be at least 1'):
+    predict.predict(config, variables, [clip], window=20, stride=0)
   names = labels.class_names(config)
   result = predict.predict(config, variables, [clip], window=20, stride=15, batch_size=4,
                            top_k=3, names=names)
@@ -168,8 +181,10 @@ def test_window_bounds():
   assert predict.window_bounds(10, 20, 5) == [(0, 10)]
   assert predict.window_bounds(50, 20, 20) == [(0, 20), (20, 40), (30, 50)]
   assert predict.window_bounds(40, 20, 10) == [(0, 20), (10, 30), (20, 40)]
-  with pytest.raises(ValueError, match='at least 1'):
+  with pytest.raises(ValueError, match='--window 0 must be at least 1'):
     predict.window_bounds(40, 0, 10)
+  with pytest.raises(ValueError, match='--stride 0 must be at least 1'):
+    predict.window_bounds(40, 20, 0)
 
 
 def test_adapter_input_runs_end_to_end(ntu_model, tmp_path, capsys):

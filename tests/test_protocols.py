@@ -371,3 +371,23 @@ def test_seeds_needs_at_least_one(tmp_path):
   with pytest.raises(SystemExit, match='--seeds must be at least 1, got 0'):
     protocols.main(['protocols', 'seeds', '--config', 'configs/demo.py', '--workdir',
                     str(tmp_path), '--seeds', '0'])
+  done = _command('folds', '--config', 'configs/demo.py', '--workdir', str(tmp_path),
+                  '--config.model.bogus=1')
+  assert done.returncode != 0 and 'Traceback' not in done.stderr, done.stderr
+  assert done.stderr.strip().splitlines()[-1] == (
+      'error: a --config.<key>=value override names no key of the config: "\'bogus\'"')
+
+
+def test_fuse_names_score_files_that_hold_no_scores(tmp_path):
+  annotations = tmp_path / 'anno.pkl'
+  annotations.write_bytes(pickle.dumps({'split': {}, 'annotations': [{'label': 0}]}))
+  with pytest.raises(ValueError, match=r'anno\.pkl: a pyskl annotation file .* pass it as --labels'):
+    protocols.load_score_file(str(annotations))
+  words = tmp_path / 'words.pkl'
+  words.write_bytes(pickle.dumps({'a': [0.1, 0.9], 'b': {'x': 1}}))
+  with pytest.raises(ValueError, match=r"words\.pkl: the scores of 'b' are not numbers \(dict\)"):
+    protocols.load_score_file(str(words))
+  ragged = tmp_path / 'ragged.pkl'
+  ragged.write_bytes(pickle.dumps({'a': [0.1, 0.9], 'b': [0.2, 0.3, 0.5]}))
+  with pytest.raises(ValueError, match=r'ragged\.pkl: score rows of different lengths \(\[2, 3\]\)'):
+    protocols.load_score_file(str(ragged))

@@ -597,3 +597,8 @@ def test_command_line_trains_resumes_and_evaluates(tmp_path):
   assert 'Resuming from' in run()
   out = run('--mode', 'eval', '--checkpoint', str(workdir / 'best'))
   assert 'eval of' in out and (workdir / 'eval_scores.npy').exists()
+  typo = subprocess.run(base + ['--config.model.num_clases=3'], cwd=REPO, capture_output=True,
+                        text=True, timeout=600)
+  assert typo.returncode != 0 and 'Traceback' not in typo.stderr, typo.stderr
+  assert typo.stderr.strip().splitlines()[-1] == (
+      'error: a --config.<key>=value override names no key of the config: "\'num_clases\'"')

@@ -73,6 +73,7 @@ def test_skeleton_cli_and_bad_input(tmp_path):
       (['--layout', 'ntu', '--input', str(wrong)], r'wrong\.npy: 15 joints, layout ntu has 25'),
       (['--layout', 'ntu', '--input', str(tmp_path / 'nope.npy')], r'nope\.npy: no such'),
       (['--layout', 'kinetics', '--input', str(good)], r"unknown layout 'kinetics'"),
+      (['--layout', 'ntu', '--input', str(good), '--fps', '0'], r'fps must be > 0, got 0'),
   ]
   for args, pattern in cases:
     with pytest.raises(SystemExit, match=pattern) as info:
