@@ -227,10 +227,13 @@ def run_interleaved(reference_dir: str, model_name: str, *, train_batch: Optiona
       ours.append(dict(throughput._summary(  # pylint: disable=protected-access
           kind, batch, our_first, our_times, flops, compile_s, peak_tflops), matmul_ops=ops))
       ref.append(_summary(kind, batch, ref_first, ref_times))
-      if flops is not None and peak_tflops:  # same model, same FLOPs
-        ref[-1]['mfu'] = flops / ref[-1]['median_step_s'] / (peak_tflops * 1e12)
+      if flops is not None and peak_tflops:
+        # Our program's matmul FLOPs: the reference's own where ours convolves directly
+        # (`conv_algorithm_run` matmul or xla, as bf16 always does); Winograd's are fewer.
+        ref[-1]['mfu'] = flops['model'] / ref[-1]['median_step_s'] / (peak_tflops * 1e12)
   ours_report = dict(framework='jax', model=model_name, dtype=dtype,
                      conv_algorithm=conv_algorithm,
+                     conv_algorithm_run=model_lib.conv_algorithm_run(conv_algorithm, dtype),
                      matmul_outputs=model_lib.resolve_matmul_outputs(matmul_outputs), results=ours,
                      memory=throughput._peak_memory(),  # pylint: disable=protected-access
                      environment=throughput.environment())

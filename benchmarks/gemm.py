@@ -11,6 +11,7 @@ the figure is the best of `--repeats` calls, in GFLOP/s.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -46,8 +47,7 @@ def _measure(backend: str, repeats: int, rows: int) -> dict:
       ta, tb = torch.from_numpy(a), torch.from_numpy(b)
       call = lambda: torch.mm(ta, tb)
     elif backend == 'numpy':
-      c = np.empty((m, n), np.float32)
-      call = lambda: np.matmul(a, b, out=c)
+      call = lambda: np.matmul(a, b)  # a fresh output, as the others allocate theirs
     else:
       import jax  # pylint: disable=import-outside-toplevel
       ja, jb = jax.device_put(a), jax.device_put(b)
@@ -84,9 +84,15 @@ def main(argv=None):
     results[backend] = (json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0
                         else {'error': done.stderr.strip().splitlines()[-1:]})
   from benchmarks import throughput  # pylint: disable=import-outside-toplevel
+  versions = {}
+  for package in ('numpy', 'torch'):
+    try:
+      versions[package] = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+      versions[package] = None
   report = dict(unit='GFLOP/s, float32, best of repeats', shapes=shapes(args.rows), results=results,
-                load_average=throughput.load_average(), command=' '.join(sys.argv),
-                cpu_count=os.cpu_count(), affinity=len(os.sched_getaffinity(0)))
+                load_average=throughput.load_average(), versions=versions,
+                environment=throughput.environment())
   throughput.write_report(report, args.out)
 
 

@@ -32,7 +32,9 @@
 # run). bf16 compute, which every part uses, takes 'matmul' where 'winograd' is asked for, and
 # bf16 products on a GPU (matmul_outputs 'auto'; MATMUL_OUTPUTS=float32 sweeps the float32 ones
 # for comparison; benchmarks/gpu_compile.py projects both).
-# A persistent compilation cache in /tmp/jax_cache serves later parts while the machine is warm.
+# A persistent compilation cache in /tmp/jax_cache serves later parts while the machine is warm
+# (each JSON's environment counts its cache hits: a hit's compile_s is a load); `full` runs
+# without it, its compilation being part of the training it projects.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 part=${1:?usage: gpu_suite.sh all|reference|autocast|full|sweep|sweep_xla|profile}
@@ -75,14 +77,16 @@ log="$out/$part.log"
         --out "$out/gpu_${model}_bf16_vs_reference_autocast.json" ;;
     profile)
       for algorithm in ${PROFILE_ALGORITHMS:-xla matmul}; do
+        # One algorithm's failure (e.g. no CUPTI) leaves the next one its turn.
         python3 -m benchmarks.profile_step --model "$model" --kind train \
           --batch "${PROFILE_BATCH:-128}" --dtype bfloat16 --conv_algorithm "$algorithm" \
           --matmul_outputs "${MATMUL_OUTPUTS:-auto}" \
-          --out "$out/gpu_${model}_profile_train_b${PROFILE_BATCH:-128}_${algorithm}.json"
+          --out "$out/gpu_${model}_profile_train_b${PROFILE_BATCH:-128}_${algorithm}.json" \
+          || echo "profile $algorithm failed (exit $?)"
       done ;;
     full)
       rm -rf /tmp/full_training
-      python3 -m benchmarks.full_training --config "${CONFIG:-configs/ntu26.py:xsub}" \
+      JAX_COMPILATION_CACHE_DIR= python3 -m benchmarks.full_training --config "${CONFIG:-configs/ntu26.py:xsub}" \
         --epochs "${EPOCHS:-4}" --num_per_class "${NUM_PER_CLASS:-300}" \
         --config.dtype=bfloat16 "--config.batch_size=${FULL_BATCH:-32}" \
         ${FULL_SET:+"--config.$FULL_SET"} \

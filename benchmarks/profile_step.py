@@ -9,7 +9,7 @@ instruction each one ran: by category (`gemm`: dot, convolution, and fusions or 
 holding one; `elementwise`: other fusions; `copy`: copies and transposes; `concatenate`, `pad`,
 `reduce`, ...) and by layer (the `blocks.3/proj` part of the instruction's `op_name`, with the
 final path element dropped, so `proj/0` is the conv and `proj/1` its BatchNorm). Also the top
-instructions. An operation's time is its trace event plus the stretches in which no operation's
+instructions. On the CPU an operation's time is its trace event plus the stretches in which no operation's
 event is open that it owns (`attribute_gaps`: XLA:CPU's Eigen matmuls end their event when the
 work is handed to the thread pool, whose work fills such a stretch). Times are summed over
 threads: where XLA runs operations in parallel the sum exceeds the traced span (`ops_span_s`).
@@ -18,8 +18,8 @@ no operation's event was open.
 
 On a GPU the events are the kernels on the device's streams (CUPTI), each charged to the HLO
 instruction it ran; CUDA graphs are switched off (`--xla_gpu_enable_command_buffer=`) so that
-every kernel has an event of its own, which adds launch gaps (in `idle_s`) that a run with graphs
-partly hides. `--conv_algorithm` and `--matmul_outputs` pick the model variant, as in
+every kernel has an event of its own, which adds launch gaps that a run with graphs partly
+hides: they are in `idle_s` only, not in any kernel's time. `--conv_algorithm` and `--matmul_outputs` pick the model variant, as in
 `benchmarks.throughput`; `benchmarks/gpu_suite.sh profile` runs it on a lent GPU. With a
 `benchmarks.gpu_compile` projection of the same step (`--projection`; on an H100 or H200 the
 committed one is found), `vs_projection` sets each layer's measured time beside its roofline.
@@ -179,12 +179,17 @@ def _consumes(hlo: dict):
 
 def summarise(events: list[dict], hlo: dict, top: int = 25, pool_matmuls: bool = True) -> dict:
   """By category, layer and instruction; `pool_matmuls`: matmuls and convolutions may run on in
-  a thread pool after their event (XLA:CPU; a GPU's kernel events are the kernels' run)."""
+  a thread pool after their event (XLA:CPU), so idle stretches are charged to the operations
+  (`attribute_gaps`); otherwise (a GPU's kernel events are the kernels' run) each operation is
+  its events' own time and the stretches (launch gaps) are only in `idle_s`."""
   by_category, by_layer, by_op = (collections.Counter() for _ in range(3))
   span = (max(e['ts'] + e['dur'] for e in events) - min(e['ts'] for e in events)) * 1e-6
   is_async = lambda name: (pool_matmuls and
                            hlo['instructions'].get(name, _UNKNOWN).opcode in _GEMM_OPS)
-  for e in attribute_gaps(events, is_async, _consumes(hlo)):
+  attributed = attribute_gaps(events, is_async, _consumes(hlo))
+  # attribute_gaps gives every idle stretch to exactly one event: the sum grew by their length.
+  idle = (sum(e['dur'] for e in attributed) - sum(e['dur'] for e in events)) * 1e-6
+  for e in attributed if pool_matmuls else events:
     name, seconds = e['name'], e['dur'] * 1e-6
     by_category[category(name, hlo)] += seconds
     by_layer[layer(hlo['instructions'].get(name, _UNKNOWN).op_name)] += seconds
@@ -198,8 +203,6 @@ def summarise(events: list[dict], hlo: dict, top: int = 25, pool_matmuls: bool =
     opcode, op_name = instruction.opcode, instruction.op_name
     ops[name] = dict(seconds=round(seconds, 4), category=category(name, hlo), opcode=opcode,
                      op_name=op_name)
-  # attribute_gaps gives every idle stretch to exactly one event: the sum grew by their length.
-  idle = total - sum(e['dur'] for e in events) * 1e-6
   return dict(ops_span_s=round(span, 4), op_seconds_total=round(total, 4),
               idle_s=round(idle, 4), by_category=rows(by_category),
               by_layer=rows(by_layer), top_ops=ops)

@@ -11,8 +11,13 @@ eval step is the forward in eval mode. Inputs are random (N, T, V, M, C) arrays,
 Reported per measurement: median step time over `--steps` calls after `--warmup` calls,
 samples/s, the time to trace and compile (`compile_s`, ahead of time), the first call after it
 (`first_call_s`) and their sum (`first_step_incl_compile_s`: a fresh process's first step),
-XLA's FLOP count per sample (`cost_analysis()`), MFU against `--peak_tflops` when given (a
-number, or `auto` for a known GPU's dense peak in the compute dtype), and
+the matmuls' and convolutions' FLOPs per sample (`flops_per_sample`, read from the compiled
+program as `gpu_compile` counts them: MFU's numerator) beside XLA's count of all FLOPs
+(`xla_flops_per_sample`, `cost_analysis()`: elementwise work, reductions and the optimiser
+too; files before 2026-12-07 hold that count as `flops_per_sample`), MFU against
+`--peak_tflops` when given (a number, or `auto` for a known GPU's dense peak in the compute
+dtype: bf16's, or TF32's for float32), the algorithm the 1-D convolutions ran
+(`conv_algorithm_run`: bf16 takes `matmul` for `winograd`), and
 peak memory (the device's `peak_bytes_in_use`, or the process's peak RSS on CPU where devices
 report none). Runs on the default device; no multi-device sharding.
 """
@@ -158,16 +163,26 @@ def matmul_ops(hlo_text: str) -> dict[str, int]:
   return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def _compile(jitted, *args) -> tuple[Optional[float], float, dict]:
-  """(XLA's FLOP count of one call, seconds to lower and compile, `matmul_ops`)."""
+def _compile(jitted, *args, loop_trips: int = 1) -> tuple[Optional[dict], float, dict]:
+  """({'model': FLOPs of one call's matmuls and convolutions, 'xla': XLA's count of all its
+  FLOPs} or None, seconds to lower and compile, `matmul_ops`). MFU takes the model's: XLA's
+  also counts elementwise work, reductions and the optimiser, which `gpu_compile`'s bound does
+  not. `loop_trips`: the trip count of the call's loop (gradient accumulation), by which XLA's
+  count, made of the loop's body once, is scaled; the model's counts each trip where the
+  program records it."""
+  from benchmarks import gpu_compile, profile_step  # pylint: disable=import-outside-toplevel
   start = time.perf_counter()
   compiled = jitted.lower(*args).compile()
   seconds = time.perf_counter() - start
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else None
-  return ((float(cost['flops']) if cost and 'flops' in cost else None), seconds,
-          matmul_ops(compiled.as_text()))
+  text = compiled.as_text()
+  found, unknown = gpu_compile.kernels(profile_step.parse_hlo(text), lambda kernel: 0.0)
+  model = sum(k['flops'] * k['times'] for k in found) * (loop_trips if unknown else 1)
+  xla = float(cost['flops']) * loop_trips if cost and 'flops' in cost else None
+  flops = None if xla is None and not model else dict(model=float(model), xla=xla)
+  return flops, seconds, matmul_ops(text)
 
 
 def _peak_memory() -> dict:
@@ -204,7 +219,7 @@ def _time(fn, steps: int, warmup: int) -> tuple[float, list[float], dict]:
       / steps, first_call_kernel_s=first_kernel_s)
 
 
-def _summary(kind: str, batch: int, first: float, times: list[float], flops: Optional[float],
+def _summary(kind: str, batch: int, first: float, times: list[float], flops: Optional[dict],
              compile_s: float, peak_tflops: Optional[float], host: Optional[dict] = None
              ) -> dict:
   median = statistics.median(times)
@@ -213,9 +228,13 @@ def _summary(kind: str, batch: int, first: float, times: list[float], flops: Opt
              min_step_s=min(times), samples_per_s=batch / median, steps=len(times))
   out.update(host or {})
   if flops is not None:
-    out['flops_per_sample'] = flops / batch
+    # The matmuls' and convolutions' FLOPs (MFU's numerator, as `gpu_compile`'s bound counts
+    # them), and XLA's count of everything beside.
+    out['flops_per_sample'] = flops['model'] / batch
+    if flops['xla'] is not None:
+      out['xla_flops_per_sample'] = flops['xla'] / batch
     if peak_tflops:
-      out['mfu'] = flops / median / (peak_tflops * 1e12)
+      out['mfu'] = flops['model'] / median / (peak_tflops * 1e12)
   return out
 
 
@@ -223,10 +242,9 @@ def train_caller(model, batch: int, microbatches: int = 1):
   """(call, flops, compile_s, matmul_ops): call() runs one train step (state kept inside) and
   waits for it."""
   variables, opt_state, x, y, train_step, _ = make_steps(model, batch, microbatches=microbatches)
-  flops, compile_s, ops = _compile(train_step, variables, opt_state, x, y)
-  if flops is not None:
-    # XLA counts a loop's body once; the optimiser's update outside it is ~1e-5 of the step.
-    flops *= microbatches
+  # The optimiser's update outside the microbatch loop is ~1e-5 of the step's XLA FLOPs.
+  flops, compile_s, ops = _compile(train_step, variables, opt_state, x, y,
+                                   loop_trips=microbatches)
   state = [variables, opt_state]
 
   def call():
@@ -292,10 +310,25 @@ def _cpu_model() -> str:
   return f"{name} ({' '.join(units)})" if units else name
 
 
+_CACHE_HITS = [0]
+
+
+def _count_cache_hit(event: str, **_) -> None:
+  if event == '/jax/compilation_cache/cache_hits':
+    _CACHE_HITS[0] += 1
+
+
+jax.monitoring.register_event_listener(_count_cache_hit)
+
+
 def environment() -> dict:
+  """Versions, device, host and command; with the persistent compilation cache on, how many of
+  this process's compilations were loads from it (their `compile_s` is no compilation)."""
   import flax
   devices = jax.devices()
   return dict(
+      compilation_cache_dir=jax.config.jax_compilation_cache_dir or None,
+      compilation_cache_hits=_CACHE_HITS[0],
       jax=jax.__version__, jaxlib=jax.lib.__version__ if hasattr(jax.lib, '__version__') else
       __import__('jaxlib').__version__, flax=flax.__version__, backend=jax.default_backend(),
       device_kind=devices[0].device_kind, device_count=len(devices),
@@ -342,7 +375,9 @@ def run(model_name: str, *, train_batches: list[int], eval_batches: list[int], d
   model = make_model(model_name, dtype, conv_algorithm, bn_group_size, matmul_outputs)
   results = []
   report = lambda: dict(framework='jax', model=model_name, dtype=dtype,
-                        conv_algorithm=conv_algorithm, bn_group_size=bn_group_size,
+                        conv_algorithm=conv_algorithm,
+                        conv_algorithm_run=model_lib.conv_algorithm_run(conv_algorithm, dtype),
+                        bn_group_size=bn_group_size,
                         matmul_outputs=model_lib.resolve_matmul_outputs(matmul_outputs),
                         peak_tflops=peak_tflops, results=list(results), memory=_peak_memory(),
                         environment=environment())
@@ -361,12 +396,15 @@ def run(model_name: str, *, train_batches: list[int], eval_batches: list[int], d
 
 
 # Dense (no sparsity) tensor-core peaks in TFLOP/s by compute dtype, from NVIDIA's data
-# sheets, for `--peak_tflops auto`: the first device-kind substring that matches wins.
+# sheets, for `--peak_tflops auto`: the first device-kind substring that matches wins. float32
+# is TF32's: XLA's default precision runs float32 matmuls and convolutions on the tensor cores
+# in TF32 (as gpu_compile charges them).
 PEAK_TFLOPS = (
-    ('H100 PCIe', {'bfloat16': 756.0, 'float32': 51.2}),
-    ('H100', {'bfloat16': 989.4, 'float32': 66.9}),  # SXM (device kind 'NVIDIA H100 80GB HBM3')
-    ('H200', {'bfloat16': 989.4, 'float32': 66.9}),
-    ('A100', {'bfloat16': 312.0, 'float32': 19.5}),
+    ('H100 PCIe', {'bfloat16': 756.0, 'float32': 378.0}),
+    ('H100 NVL', {'bfloat16': 835.5, 'float32': 417.5}),
+    ('H100', {'bfloat16': 989.4, 'float32': 494.7}),  # SXM (device kind 'NVIDIA H100 80GB HBM3')
+    ('H200', {'bfloat16': 989.4, 'float32': 494.7}),
+    ('A100', {'bfloat16': 312.0, 'float32': 156.0}),
 )
 
 

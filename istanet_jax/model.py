@@ -242,6 +242,13 @@ def _einsum(spec, a, b, precision, outputs, gradient_outputs=None):
 # and `_winograd_conv`. 16-bit compute takes 'matmul' where 'winograd' is asked for.
 CONV_ALGORITHMS = ('winograd', 'matmul', 'xla')
 
+
+def conv_algorithm_run(conv_algorithm: str, dtype) -> str:
+  """The algorithm `conv_algorithm` runs as in compute `dtype` (None: float32)."""
+  if conv_algorithm == 'winograd' and dtype is not None and _is_16bit(dtype):
+    return 'matmul'
+  return conv_algorithm
+
 # Winograd minimal filtering F(m, k) for kernel size k: m outputs per tile and the interpolation
 # points (with infinity). F(4,5) does the token conv's work in 8 matmuls per 4 outputs instead of
 # 20, F(4,3) the temporal conv's in 6 per 4 instead of 12. Points 0, +-1, +-2, +-1/2 keep the
@@ -538,11 +545,11 @@ class Conv3d(nn.Module):
       # would take the float32 output gradient and miss the matrix units.
       w = weight.reshape(max(kt, ku), in_features, self.features)
       axis = 2 if kt > 1 else 1
-      if (self.conv_algorithm == 'winograd' and not low_precision
-          and w.shape[0] in WINOGRAD_TILES):
+      algorithm = conv_algorithm_run(self.conv_algorithm, dtype)
+      if algorithm == 'winograd' and w.shape[0] in WINOGRAD_TILES:
         y = _winograd_conv(x, w, axis, self.precision)
       else:
-        backward = 'matmul' if self.conv_algorithm == 'winograd' else self.conv_algorithm
+        backward = 'matmul' if algorithm == 'winograd' else algorithm
         acc = _accumulation(dtype, resolve_matmul_outputs(self.matmul_outputs))
         y = _conv_along(x, w, axis, self.precision, backward, acc)
       # bf16 products too take the bias in float32: its gradient then sums in float32.
