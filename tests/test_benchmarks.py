@@ -357,6 +357,16 @@ class LabelSmoothingCrossEntropy(torch.nn.Module):
 '''
 
 
+def test_reference_steps_are_timed_in_their_process():
+  """A step of the reference's process counts the seconds it measured there, not the pipe's
+  round trip around it; a plain call counts its wall time."""
+  from benchmarks import compare_reference
+  times = []
+  compare_reference._time_calls(lambda: compare_reference._Timed(0.25), times, 2)  # pylint: disable=protected-access
+  compare_reference._time_calls(lambda: None, times, 1)  # pylint: disable=protected-access
+  assert times[:2] == [0.25, 0.25] and 0 <= times[2] < 0.25
+
+
 def test_compare_reference_alternates_both_sides(tmp_path, capsys):
   """The side-by-side harness, with a stand-in for the reference checkout (tests never need the
   real one): ours in bf16, the stand-in under autocast, one ratio row per measurement."""
