@@ -55,8 +55,18 @@ class Checkpointer:
     self.manager.save(int(step), args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
 
-  def delete(self, step: int) -> None:
-    self.manager.delete(int(step))
+  def set_aside(self, step: int, reason: str) -> str:
+    """Renames `step`'s directory to `<step>.<reason>-<time>`, which Orbax ignores (kept for
+    inspection; the step can be saved anew), then every process rereads the directory."""
+    path = os.path.join(self.directory, str(step))
+    aside = f'{path}.{reason}-{int(time.time())}'
+    if jax.process_index() == 0:
+      os.replace(path, aside)
+    if jax.process_count() > 1:  # no process lists the step after this
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f'istanet_jax set aside {path}')
+    self.manager.reload()
+    return aside
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
@@ -103,17 +113,13 @@ class Checkpointer:
         state, meta = self.restore(step, abstract_state)
         return state, meta, step
       except Exception as e:  # orbax/tensorstore raise many types for damaged files
-        path = os.path.join(self.directory, str(step))
-        # Moved aside, not deleted: it may be worth inspecting, and the step can be saved anew.
-        aside = f'{path}.corrupt-{int(time.time())}'
-        msg = (f'checkpoint {path} is corrupt or incomplete ({type(e).__name__}: '
-               f'{str(e).splitlines()[0] if str(e) else ""}); moved to {aside}, falling back to '
-               f'the previous checkpoint')
+        aside = self.set_aside(step, 'corrupt')
+        msg = (f'checkpoint {os.path.join(self.directory, str(step))} is corrupt or incomplete '
+               f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}); moved to '
+               f'{aside}, falling back to the previous checkpoint')
         log.warning(msg)
-        print(f'WARNING: {msg}', flush=True)
         if jax.process_index() == 0:
-          os.replace(path, aside)
-        self.manager.reload()
+          print(f'WARNING: {msg}', flush=True)
     return None
 
   def close(self) -> None:

@@ -382,19 +382,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 
 def _forget_best_after(best: checkpoints.Checkpointer, step: int, workdir: str) -> None:
-  """Deletes `best/` checkpoints later than the state training resumes from (`step`; -1: a
-  fresh start), and the scores saved with them. They are ahead of the resumed run's record of
-  its best (a kill between the best and the last checkpoint of an epoch, an epoch not
+  """Sets `best/` checkpoints later than the state training resumes from (`step`; -1: a fresh
+  start) aside, with the scores saved with them. They are ahead of the resumed run's record
+  of its best (a kill between the best and the last checkpoint of an epoch, an epoch not
   checkpointed, a damaged newest checkpoint), and the rerun saves that step again when it gets
   there (Orbax refuses a step that exists)."""
   later = [s for s in best.steps() if s > step]
   for s in later:
-    best.delete(s)
-  if later and jax.process_index() == 0:
-    for suffix in ('npy', 'json'):
-      path = os.path.join(workdir, f'best_scores.{suffix}')
-      if os.path.exists(path):
-        os.remove(path)
+    aside = best.set_aside(s, 'ahead')
+    _say(f'{best.directory}/{s} is later than the state resumed from: moved to {aside}')
+    if jax.process_index() == 0:
+      for suffix in ('npy', 'json'):
+        path = os.path.join(workdir, f'best_scores.{suffix}')
+        if os.path.exists(path):
+          os.replace(path, os.path.join(aside, f'best_scores.{suffix}'))
 
 
 def eval_iterator(config, passes: int = 1) -> input_pipeline.BatchIterator:

@@ -167,10 +167,14 @@ def test_best_checkpoint_ahead_of_the_last_is_saved_again(data_dir, tmp_path, ca
   result = train.train_and_evaluate(config, str(tmp_path), progress=False,
                                     devices=jax.devices()[:1])
   assert result['resumed_from_epoch'] is None and result['epochs_run'] == 1
+  assert f'best/{step} is later than the state resumed from: moved to' in capsys.readouterr().out
   best = checkpoints.Checkpointer(str(tmp_path / 'best'), use_async=False)
   assert best.steps() == [step]
   best.close()
   assert (tmp_path / 'best_scores.npy').exists() and (tmp_path / 'best_scores.json').exists()
+  # The one set aside keeps its scores beside it: nothing is lost.
+  (aside,) = (tmp_path / 'best').glob(f'{step}.ahead-*')
+  assert (aside / 'best_scores.npy').exists() and (aside / 'state').is_dir()
 
 
 def test_checkpoint_of_another_config_is_named_and_kept(data_dir, tmp_path):
