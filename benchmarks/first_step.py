@@ -15,7 +15,9 @@ and a second call. `first_step_incl_compile_s` is `step_ready_s` plus the first 
 state's initialisation runs inside it. `--sequential` initialises the state first and then
 compiles the step (`first_step_incl_compile_s`: the step's trace, lowering, compilation and
 first call, the initialisation before it). `from_process_start_s` runs from the interpreter's
-start (imports and initialisation included) to the end of the first step.
+start (imports and initialisation included) to the end of the first step. Each phase's
+`_cpu_s` and `_kernel_s` are the whole process's CPU seconds over the phase (XLA's threads
+included), so without `--sequential` the state initialisation's include the compiling thread's.
 Start each measurement in a fresh process: a warm process has compiled and touched it all.
 `--compile_trace DIR` records the initialisation and the step's compilation with jax.profiler
 and adds `compile_events` to the report: XLA's own trace events (HLO pass pipelines and passes,
