@@ -86,7 +86,8 @@ log="$out/$part.log"
       done ;;
     full)
       rm -rf /tmp/full_training
-      JAX_COMPILATION_CACHE_DIR= python3 -m benchmarks.full_training --config "${CONFIG:-configs/ntu26.py:xsub}" \
+      JAX_COMPILATION_CACHE_DIR= python3 -m benchmarks.full_training \
+        --config "${CONFIG:-configs/ntu26.py:xsub}" \
         --epochs "${EPOCHS:-4}" --num_per_class "${NUM_PER_CLASS:-300}" \
         --config.dtype=bfloat16 "--config.batch_size=${FULL_BATCH:-32}" \
         ${FULL_SET:+"--config.$FULL_SET"} \

@@ -9,19 +9,21 @@ instruction each one ran: by category (`gemm`: dot, convolution, and fusions or 
 holding one; `elementwise`: other fusions; `copy`: copies and transposes; `concatenate`, `pad`,
 `reduce`, ...) and by layer (the `blocks.3/proj` part of the instruction's `op_name`, with the
 final path element dropped, so `proj/0` is the conv and `proj/1` its BatchNorm). Also the top
-instructions. On the CPU an operation's time is its trace event plus the stretches in which no operation's
-event is open that it owns (`attribute_gaps`: XLA:CPU's Eigen matmuls end their event when the
-work is handed to the thread pool, whose work fills such a stretch). Times are summed over
-threads: where XLA runs operations in parallel the sum exceeds the traced span (`ops_span_s`).
+instructions. On the CPU an operation's time is its trace event plus the stretches in which
+no operation's event is open that it owns (`attribute_gaps`: XLA:CPU's Eigen matmuls end their
+event when the work is handed to the thread pool, whose work fills such a stretch). Times are
+summed over threads: where XLA runs operations in parallel the sum exceeds the traced span
+(`ops_span_s`).
 `wall_s` is the traced call, profiler start and stop included; `idle_s` the stretches in which
 no operation's event was open.
 
 On a GPU the events are the kernels on the device's streams (CUPTI), each charged to the HLO
 instruction it ran; CUDA graphs are switched off (`--xla_gpu_enable_command_buffer=`) so that
 every kernel has an event of its own, which adds launch gaps that a run with graphs partly
-hides: they are in `idle_s` only, not in any kernel's time. `--conv_algorithm` and `--matmul_outputs` pick the model variant, as in
-`benchmarks.throughput`; `benchmarks/gpu_suite.sh profile` runs it on a lent GPU. With a
-`benchmarks.gpu_compile` projection of the same step (`--projection`; on an H100 or H200 the
+hides: they are in `idle_s` only, not in any kernel's time. `--conv_algorithm` and
+`--matmul_outputs` pick the model variant, as in `benchmarks.throughput`;
+`benchmarks/gpu_suite.sh profile` runs it on a lent GPU. With a `benchmarks.gpu_compile`
+projection of the same step (`--projection`; on an H100 or H200 the
 committed one is found), `vs_projection` sets each layer's measured time beside its roofline.
 """
 

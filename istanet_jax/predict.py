@@ -26,9 +26,10 @@ to W frames, and reports each window's top-k and the mean of the windows' softma
 
 `--adapter` maps other pose layouts into the config's (see `istanet_jax.adapters`);
 a single person is duplicated for NTU RGB+D 120 models (as their reader does; NTU 60's leaves
-the second slot zero), other missing entities are zero. One jitted step runs every batch of `--batch_size` windows (default the config's
-`test_batch_size`; fewer windows than that: the next power of two), the last batch padded and
-masked, so the number of windows causes no recompilation. Class names come from
+the second slot zero), other missing entities are zero. One jitted step runs every batch of
+`--batch_size` windows (default the config's `test_batch_size`; fewer windows than that: the
+next power of two), the last batch padded and masked, so the number of windows causes no
+recompilation. Class names come from
 `istanet_jax.labels`.
 
 `python -m istanet_jax.predict validate|fuse ...` and any `--submission*` flag are handed to
@@ -200,22 +201,27 @@ def read_pyskl(path: str, config=None) -> list[Clip]:
     if keypoint.ndim != 4 or keypoint.dtype.kind not in 'fiu':
       raise DataError(path, f"{where}: 'keypoint' must be a numeric (M, T, V, C) array, got "
                       f'{keypoint.dtype} {keypoint.shape}')
-    label = ann.get('label')
-    clips.append(Clip(str(ann.get('frame_dir', f'{os.path.basename(path)}[{i}]')), path,
-                      keypoint.transpose(1, 2, 0, 3), _pyskl_label(label, config)))
+    name = str(ann.get('frame_dir', f'{os.path.basename(path)}[{i}]'))
+    clips.append(Clip(name, path, keypoint.transpose(1, 2, 0, 3),
+                      _pyskl_label(name, ann.get('label'), config)))
   return clips
 
 
-def _pyskl_label(label, config) -> Optional[int]:
-  """pyskl's NTU annotations number every action (label = action - 1): an NTU subset config's
-  class, or None where the subset has no such class."""
-  if label is None:
-    return None
+def _pyskl_label(name: str, label, config) -> Optional[int]:
+  """An NTU subset config's class of a pyskl annotation: its action from its NTU sample name,
+  else from its label, which pyskl's NTU files number over every action (action - 1); None
+  where the subset has no such class."""
   subset, _ = _ntu_subset(config)
   if subset is None:
-    return int(label)
-  label = ntu.class_label(int(label), subset)
-  return label if label >= 0 else None
+    return None if label is None else int(label)
+  try:
+    action_label = ntu.parse_ntu_name(name).label
+  except DataError:
+    if label is None:
+      return None
+    action_label = int(label)
+  mapped = ntu.class_label(action_label, subset)
+  return mapped if mapped >= 0 else None
 
 
 def read_input(path: str, fmt: Optional[str] = None, *, start: Optional[int] = None,

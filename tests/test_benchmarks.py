@@ -362,8 +362,9 @@ def test_reference_steps_are_timed_in_their_process():
   round trip around it; a plain call counts its wall time."""
   from benchmarks import compare_reference
   times = []
-  compare_reference._time_calls(lambda: compare_reference._Timed(0.25), times, 2)  # pylint: disable=protected-access
-  compare_reference._time_calls(lambda: None, times, 1)  # pylint: disable=protected-access
+  # pylint: disable=protected-access
+  compare_reference._time_calls(lambda: compare_reference._Timed(0.25), times, 2)
+  compare_reference._time_calls(lambda: None, times, 1)
   assert times[:2] == [0.25, 0.25] and 0 <= times[2] < 0.25
 
 

@@ -294,8 +294,9 @@ def test_labels_outside_the_model_s_classes_are_named(builders, backend):
   classes. Unchecked, the loss took NaN at those labels and every step was skipped."""
   assert len(_collect(_iter(builders, backend, num_classes=4), 1)) == 1
   it = _iter(builders, backend, num_classes=3)
-  with pytest.raises(ValueError, match=r"tiny_skeleton/train 'label'\[\d+\] \('train_\d+'\): label 3 "
-                                       r"outside \[0, 3\) of model.num_classes; 9 such examples"):
+  with pytest.raises(ValueError, match=r"tiny_skeleton/train 'label'\[\d+\] \('train_\d+'\): "
+                                       r"label 3 outside \[0, 3\) of model.num_classes; 9 such "
+                                       r"examples"):
     next(it)
 
 

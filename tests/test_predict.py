@@ -148,8 +148,8 @@ def test_ntu_file_reads_like_the_dataset_and_windows_aggregate(ntu_model, tmp_pa
   pkl = tmp_path / 'ntu120.pkl'
   pkl.write_bytes(pickle.dumps([
       {'frame_dir': n, 'label': a - 1, 'keypoint': np.ones((1, 5, 25, 3), np.float32)}
-      for n, a in (('S001C001P001R001A050', 50), ('S001C001P001R001A001', 1))]))
-  assert [c.label for c in predict.read_input(str(pkl), config=config)] == [0, None]
+      for n, a in (('S001C001P001R001A050', 50), ('S001C001P001R001A001', 1), ('clip', 106))]))
+  assert [c.label for c in predict.read_input(str(pkl), config=config)] == [0, None, 11]
   with pytest.raises(ValueError, match='--stride 0 must be at least 1'):
     predict.predict(config, variables, [clip], window=20, stride=0)
   names = labels.class_names(config)

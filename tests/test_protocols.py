@@ -381,7 +381,8 @@ def test_seeds_needs_at_least_one(tmp_path):
 def test_fuse_names_score_files_that_hold_no_scores(tmp_path):
   annotations = tmp_path / 'anno.pkl'
   annotations.write_bytes(pickle.dumps({'split': {}, 'annotations': [{'label': 0}]}))
-  with pytest.raises(ValueError, match=r'anno\.pkl: a pyskl annotation file .* pass it as --labels'):
+  with pytest.raises(ValueError,
+                     match=r'anno\.pkl: a pyskl annotation file .* pass it as --labels'):
     protocols.load_score_file(str(annotations))
   words = tmp_path / 'words.pkl'
   words.write_bytes(pickle.dumps({'a': [0.1, 0.9], 'b': {'x': 1}}))
@@ -389,5 +390,6 @@ def test_fuse_names_score_files_that_hold_no_scores(tmp_path):
     protocols.load_score_file(str(words))
   ragged = tmp_path / 'ragged.pkl'
   ragged.write_bytes(pickle.dumps({'a': [0.1, 0.9], 'b': [0.2, 0.3, 0.5]}))
-  with pytest.raises(ValueError, match=r'ragged\.pkl: score rows of different lengths \(\[2, 3\]\)'):
+  with pytest.raises(ValueError,
+                     match=r'ragged\.pkl: score rows of different lengths \(\[2, 3\]\)'):
     protocols.load_score_file(str(ragged))

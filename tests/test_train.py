@@ -283,9 +283,11 @@ def test_non_finite_step_is_skipped_and_counted(data_dir):
   schedules = [s for s in jax.tree_util.tree_leaves(new_state['opt_state'], is_leaf=is_schedule)
                if is_schedule(s)]
   assert [int(s.count) for s in schedules] == [1]
-  rest = lambda opt_state: [leaf for leaf in jax.tree_util.tree_leaves(opt_state, is_leaf=is_schedule)
-                            if not is_schedule(leaf)]
-  _assert_trees(jax.device_get(rest(new_state['opt_state'])), jax.device_get(rest(state['opt_state'])))
+  rest = lambda opt_state: [
+      leaf for leaf in jax.tree_util.tree_leaves(opt_state, is_leaf=is_schedule)
+      if not is_schedule(leaf)]
+  _assert_trees(jax.device_get(rest(new_state['opt_state'])),
+                jax.device_get(rest(state['opt_state'])))
 
 
 def test_init_prng_draws_are_uniform_and_independent():
