@@ -119,7 +119,9 @@ Request and download the skeleton archives from https://rose1.ntu.edu.sg/dataset
   nturgb+d_skeletons120/S018C001P008R001A061.skeleton ...   (setups 18-32; NTU120 only)
 as the reference reads them (if the second archive unpacks to a folder named
 nturgb+d_skeletons/ too, rename it; files in the wrong folder are ignored with a warning).
-No statistics files are needed. Files whose every frame is empty are skipped with a warning.
+No statistics files are needed: NTU's 535 samples with missing skeletons are left out unread,
+as the reference leaves them out; other files whose every frame is empty are skipped with a
+warning.
 """
 
 _NTU_CITATION = """\

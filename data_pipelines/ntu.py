@@ -43,14 +43,17 @@ Dataset level (see `iter_ntu_samples`): the sample order is the reference's spli
 the label is `action - 1`, and the class subsets are the feeder's. The reference pads every
 sequence with zeros to the largest frame count of the whole prepared set (all 120 classes,
 train and test), not to 300; samples here are unpadded and `pad_like_reference` does that
-padding when wanted. Files whose every frame is empty (the reference's
-`NTU_RGBD120_samples_with_missing_skeletons.txt`) are skipped with a warning.
+padding when wanted. The samples of NTU's missing-skeleton list are left out unread, as the
+reference's scripts leave them out (`missing_skeletons`); any other file whose every frame is
+empty is skipped with a warning.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
+import importlib.resources
 import itertools
 import multiprocessing
 import operator
@@ -483,22 +486,35 @@ def _scan(roots: list[str], dataset: str) -> dict[str, str]:
   return found
 
 
+@functools.cache
+def missing_skeletons() -> frozenset[str]:
+  """NTU RGB+D 120's 535 samples with missing skeletons (NTU 60's 302 among them), which the
+  reference's scripts leave out (`statistics/skes_available_name.txt` lists the others): the
+  names NTU publishes as `NTU_RGBD120_samples_with_missing_skeletons.txt`, kept beside this
+  module. Files of theirs that are not entirely empty would otherwise be read."""
+  text = importlib.resources.files('data_pipelines').joinpath(
+      'ntu_missing_skeletons.txt').read_text()
+  return frozenset(text.split())
+
+
 def list_ntu_files(skeleton_dirs: str | os.PathLike | Sequence[str | os.PathLike], *,
                    benchmark: str, split: str, classes: str = 'mutual26',
-                   dataset: str = 'ntu120', exclude: Iterable[str] = ()) -> list[NtuTask]:
+                   dataset: str = 'ntu120', exclude: Optional[Iterable[str]] = None
+                   ) -> list[NtuTask]:
   """The files of one split and class subset, in the reference's order; reads no file.
 
   skeleton_dirs: one directory, or several, each holding `nturgb+d_skeletons/` (setups
     1-17) and/or `nturgb+d_skeletons120/` (setups 18-32).
   benchmark: 'xsub' or 'xset' for dataset='ntu120'; 'xsub' or 'xview' for 'ntu60' (which
     keeps only setups 1-17).
-  exclude: sample names to leave out without reading them (e.g. the missing-skeleton list).
+  exclude: sample names to leave out without reading them; None: NTU's list of samples with
+    missing skeletons (`missing_skeletons()`), as the reference's scripts leave them out.
   """
   if classes not in CLASS_SUBSETS:
     raise ValueError(f'classes must be one of {CLASS_SUBSETS}, got {classes!r}')
   if dataset not in BENCHMARKS:
     raise ValueError(f'dataset must be one of {tuple(BENCHMARKS)}, got {dataset!r}')
-  excluded = set(exclude)
+  excluded = missing_skeletons() if exclude is None else frozenset(exclude)
   keyed = []
   for name, path in _scan(_as_roots(skeleton_dirs), dataset).items():
     if name in excluded:
@@ -524,7 +540,7 @@ def load_ntu_sample(task: NtuTask) -> Optional[Sample]:
 
 def iter_ntu_samples(skeleton_dirs: str | os.PathLike | Sequence[str | os.PathLike], *,
                      benchmark: str, split: str, classes: str = 'mutual26',
-                     dataset: str = 'ntu120', exclude: Iterable[str] = (),
+                     dataset: str = 'ntu120', exclude: Optional[Iterable[str]] = None,
                      num_workers: int = 0, chunksize: int = 16) -> Iterator[Sample]:
   """Yields the split's samples one file at a time, in the reference's order.
 
