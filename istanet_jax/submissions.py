@@ -287,6 +287,10 @@ def prepared_split_ids(dataset: str, data_dir: Optional[str], split: str = 'test
 
   builder = input_pipeline.get_builder(dataset, data_dir)
   source = f'{os.path.join(data_dir or "", dataset)} ({split})'
+  if not builder.info.splits:
+    where = data_dir or "TFDS's default data_dir"
+    raise SubmissionError(f'{source}: {dataset} is not prepared in {where} (python -m '
+                          'data_pipelines.prepare, or --manual_dir)')
   if split not in builder.info.splits:
     raise SubmissionError(f'{source}: no such split; prepared: {sorted(builder.info.splits)}')
   features = builder.info.features

@@ -136,6 +136,9 @@ def asb_files(asb_setup):
       '--checkpoint', asb_setup['action']['checkpoint'], '--data_dir', str(root / 'data'),
       '--out', out['action']]) == 0
   split_ids = submissions.prepared_split_ids('assembly101', str(root / 'data'))
+  with pytest.raises(submissions.SubmissionError, match=r'assembly101 is not prepared in .*empty '
+                     r'\(python -m data_pipelines.prepare, or --manual_dir\)'):
+    submissions.prepared_split_ids('assembly101', str(root / 'empty'))
   for task in ('verb', 'noun'):
     out[task] = str(root / task / 'preds.json')
     summary = submissions.write_assembly101(asb_setup[task]['config'],
