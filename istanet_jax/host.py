@@ -117,6 +117,16 @@ def _keep_freed_memory(arenas: Optional[str] = None) -> bool:
   return all(mallopt(param, value) == 1 for param, value in settings)
 
 
+def config_override_error(error: AttributeError) -> str:
+  """One line for config_flags' AttributeError (around a KeyError whose text may suggest the
+  key meant) at an override of a key the config lacks."""
+  detail = error
+  while isinstance(detail, (AttributeError, KeyError)) and detail.args:
+    detail = detail.args[0]
+  lines = [l.strip() for l in str(detail).splitlines() if l.strip()]
+  return f'a --config.<key>=value override names no key of the config: {"; ".join(lines)}'
+
+
 def parse_flags(argv: list) -> list:
   """absl's flag parsing for `app.run(..., flags_parser=parse_flags)`: a `--config.<key>=value`
   override of a key the config lacks exits with one line (config_flags raises AttributeError)."""
@@ -124,7 +134,7 @@ def parse_flags(argv: list) -> list:
   try:
     return app.parse_flags_with_usage(argv)
   except AttributeError as e:
-    sys.exit(f'error: a --config.<key>=value override names no key of the config: {e}')
+    sys.exit(f'error: {config_override_error(e)}')
 
 
 def release_freed_memory() -> bool:

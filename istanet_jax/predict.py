@@ -553,7 +553,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
       inputs = fv(full)[1:]
     except AttributeError as e:  # config_flags' answer to an override of a key that is not there
-      raise ValueError(f'a --config.<key>=value override names no key of the config: {e}') from None
+      raise ValueError(host.config_override_error(e)) from None
     if fv.help:
       print(_usage(fv))
       return 0

@@ -671,8 +671,7 @@ def _train_main(command: str, argv: Sequence[str]) -> int:
   except flags.Error as e:
     raise SystemExit(f'error: {e}') from None
   except AttributeError as e:  # config_flags' answer to an override of a key that is not there
-    raise SystemExit(f'error: a --config.<key>=value override names no key of the config: '
-                     f'{e}') from None
+    raise SystemExit(f'error: {host.config_override_error(e)}') from None
   if len(rest) > 1:
     raise SystemExit(f'error: unexpected arguments {rest[1:]}')
   if fv['config'].value is None or not fv['workdir'].value:

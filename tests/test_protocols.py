@@ -375,7 +375,7 @@ def test_seeds_needs_at_least_one(tmp_path):
                   '--config.model.bogus=1')
   assert done.returncode != 0 and 'Traceback' not in done.stderr, done.stderr
   assert done.stderr.strip().splitlines()[-1] == (
-      'error: a --config.<key>=value override names no key of the config: "\'bogus\'"')
+      "error: a --config.<key>=value override names no key of the config: 'bogus'")
 
 
 def test_fuse_names_score_files_that_hold_no_scores(tmp_path):

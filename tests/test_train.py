@@ -607,4 +607,5 @@ def test_command_line_trains_resumes_and_evaluates(tmp_path):
                         text=True, timeout=600)
   assert typo.returncode != 0 and 'Traceback' not in typo.stderr, typo.stderr
   assert typo.stderr.strip().splitlines()[-1] == (
-      'error: a --config.<key>=value override names no key of the config: "\'num_clases\'"')
+      "error: a --config.<key>=value override names no key of the config: 'num_clases'; Did you "
+      'mean "num_classes" instead of "num_clases"?')
