@@ -261,8 +261,9 @@ def read_input(path: str, fmt: Optional[str] = None, *, start: Optional[int] = N
 
 
 def fit_clip(clip: Clip, config, adapter: Optional[adapters.Adapter] = None,
-             scale: float = 1.0) -> np.ndarray:
-  """float32 (T, V, M, 3) in the config's joints and entities; ValueError naming the input."""
+             scale: float = 1.0, flip_y: bool = False) -> np.ndarray:
+  """float32 (T, V, M, 3) in the config's joints and entities; ValueError naming the input.
+  `flip_y` negates y: image keypoints' y grows downward, the datasets' camera y points up."""
   where = clip.source if clip.name in clip.source else f'{clip.source} ({clip.name})'
   x = np.asarray(clip.skeleton)
   if x.ndim != 4 or x.dtype.kind not in 'fiu':
@@ -274,6 +275,8 @@ def fit_clip(clip: Clip, config, adapter: Optional[adapters.Adapter] = None,
   if adapter is not None:
     x = adapter(x, where)
   x = x.astype(np.float32) * np.float32(scale)
+  if flip_y:
+    x[..., 1] = -x[..., 1]
   if x.shape[-1] == 2:
     x = np.concatenate([x, np.zeros(x.shape[:-1] + (1,), np.float32)], axis=-1)
   model = config.model
@@ -374,7 +377,8 @@ def _top(probs: np.ndarray, k: int, names: Optional[Sequence[str]]) -> list[dict
 def predict(config, variables: dict, clips: Sequence[Clip], *, window: Optional[int] = None,
             stride: Optional[int] = None, batch_size: Optional[int] = None, top_k: int = 5,
             adapter: Optional[adapters.Adapter] = None, scale: float = 1.0,
-            names: Optional[Sequence[str]] = None, notes: Optional[list] = None) -> dict:
+            flip_y: bool = False, names: Optional[Sequence[str]] = None,
+            notes: Optional[list] = None) -> dict:
   """Classifies `clips` (read with `capped=window is None`); returns the JSON-ready result.
 
   window: None, the evaluation view (the first `config.max_frames` frames, padded); else
@@ -389,7 +393,7 @@ def predict(config, variables: dict, clips: Sequence[Clip], *, window: Optional[
   stride = length if stride is None else stride
   arrays, bounds = [], []
   for clip in clips:
-    x = fit_clip(clip, config, adapter, scale)
+    x = fit_clip(clip, config, adapter, scale, flip_y)
     if window is None:
       spans = [(0, min(len(x), length))]
       if len(x) > length and notes is not None:
@@ -490,6 +494,8 @@ def _define_flags(argv: list):
                       f'{", ".join(sorted(adapters.ADAPTERS))}', flag_values=fv)
   flags.DEFINE_float('scale', 1.0, 'multiply coordinates by this (after --adapter)',
                      flag_values=fv)
+  flags.DEFINE_bool('flip_y', False, 'negate y (after --scale): image keypoints\' y grows '
+                    'downward, the datasets\' points up', flag_values=fv)
   flags.DEFINE_string('output_json', None, 'also write the result (with every window\'s '
                       'logits) here', flag_values=fv)
   flags.DEFINE_bool('help', False, 'show this help', flag_values=fv, short_name='h')
@@ -527,7 +533,7 @@ def _run(fv, inputs: list) -> int:
   notes = []
   result = predict(config, variables, clips, window=fv.window, stride=fv.stride,
                    batch_size=fv.batch_size, top_k=fv.top_k, adapter=adapter, scale=fv.scale,
-                   names=names, notes=notes)
+                   flip_y=fv.flip_y, names=names, notes=notes)
   for note in notes:
     print(f'note: {note}', file=sys.stderr)
   result.update(checkpoint=fv.checkpoint, adapter=fv.adapter)

@@ -222,7 +222,8 @@ def run_folds(config, workdir: str, *, folds: Optional[Sequence[int]] = None,
             'best_top1': _stat(records, 'best_top1'), 'last_top1': _stat(records, 'last_top1'),
             'best_swap_consistency': _stat(records, 'best_swap_consistency'),
             'std_ddof': STD_DDOF, 'paper': paper_figure(config), 'paper_note': PAPER_NOTE}
-  return write_report(workdir, 'folds', report, workdirs, class_names=class_names)
+  return write_report(workdir, 'folds', report, workdirs,
+                      class_names=_default_names(class_names, config))
 
 
 def run_seeds(config, workdir: str, seeds: Sequence[int], *, devices: Optional[list] = None,
@@ -245,7 +246,8 @@ def run_seeds(config, workdir: str, seeds: Sequence[int], *, devices: Optional[l
             'last_top1': _stat(records, 'last_top1'),
             'best_swap_consistency': _stat(records, 'best_swap_consistency'),
             'std_ddof': STD_DDOF, 'paper': paper_figure(config), 'paper_note': PAPER_NOTE}
-  return write_report(workdir, 'seeds', report, workdirs, class_names=class_names)
+  return write_report(workdir, 'seeds', report, workdirs,
+                      class_names=_default_names(class_names, config))
 
 
 def _with_data(config, resolved):
@@ -516,9 +518,21 @@ def run_fuse(score_paths: Sequence[str], workdir: str, *, weights: Sequence[floa
 # --------------------------------------------------------------------------- reports
 
 
+def _default_names(class_names, config):
+  """`--class_names`, else the config's built-in names (`istanet_jax.labels`), else ids."""
+  if class_names is not None:
+    return class_names
+  from istanet_jax import labels  # pylint: disable=g-import-not-at-top
+  try:
+    return labels.class_names(config)
+  except (KeyError, ValueError):  # a dataset without a label set, or a count that differs
+    return None
+
+
 def write_report(workdir: str, name: str, report: dict, run_dirs: Sequence[str], *,
-                 class_names: Optional[str] = None) -> dict:
-  """Pools the runs' best scores, adds per-class accuracy, writes <name>.json / .md / PNG."""
+                 class_names=None) -> dict:
+  """Pools the runs' best scores, adds per-class accuracy, writes <name>.json / .md / PNG.
+  `class_names`: a file (one name a line), a list, or None (class ids)."""
   scores, names, labels = [], [], []
   for d in run_dirs:
     path = os.path.join(d, 'best_scores.npy')
@@ -551,8 +565,7 @@ def _finish_report(workdir, name, report, scores_stem, class_names) -> dict:
     with open(os.path.join(workdir, f'{scores_stem}.json')) as f:
       labels = np.asarray(json.load(f)['labels'], np.int64)
     per_class, count = class_accuracy(scores, labels)
-    names = (viz.read_class_names(class_names, scores.shape[1]) if class_names
-             else [str(i) for i in range(scores.shape[1])])
+    names = viz.read_class_names(class_names, scores.shape[1])
     report['per_class'] = [{'class': n, 'top1': None if np.isnan(a) else float(a),
                             'count': int(c)} for n, a, c in zip(names, per_class, count)]
     report['scores'] = os.path.join(workdir, f'{scores_stem}.npy')

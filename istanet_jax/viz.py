@@ -434,16 +434,24 @@ def confusion_matrix(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
   return np.divide(counts, totals, out=np.zeros((k, k)), where=totals > 0)
 
 
-def read_class_names(path: str, num_classes: int) -> list:
-  _check_exists(path, 'class names')
-  with open(path) as f:
-    names = [l.strip() for l in f if l.strip()]
+def read_class_names(class_names, num_classes: int) -> list:
+  """Names for `num_classes` classes: from a text file (one a line), as given (a list), or the
+  class ids where None."""
+  if class_names is None:
+    return [str(i) for i in range(num_classes)]
+  if isinstance(class_names, str):
+    _check_exists(class_names, 'class names')
+    with open(class_names) as f:
+      names = [l.strip() for l in f if l.strip()]
+  else:
+    names = list(class_names)
   if len(names) != num_classes:
-    raise ValueError(f'{path}: {len(names)} class names for {num_classes} classes')
+    raise ValueError(f'{class_names if isinstance(class_names, str) else "class_names"}: '
+                     f'{len(names)} class names for {num_classes} classes')
   return names
 
 
-def plot_confusion(scores_path: str, out: str, *, class_names: Optional[str] = None,
+def plot_confusion(scores_path: str, out: str, *, class_names=None,
                    json_path: Optional[str] = None, figsize=(6.0, 6.0),
                    dpi: int = 100) -> np.ndarray:
   """The confusion matrix of saved scores as a PNG. Returns the matrix drawn."""
@@ -453,7 +461,7 @@ def plot_confusion(scores_path: str, out: str, *, class_names: Optional[str] = N
   if not np.any(labels >= 0):
     raise ValueError(f'{scores_path}: no labelled samples (all labels are -1)')
   k = scores.shape[1]
-  names = read_class_names(class_names, k) if class_names else [str(i) for i in range(k)]
+  names = read_class_names(class_names, k)
   cm = confusion_matrix(scores, labels)
   fig = _figure(figsize, dpi)
   ax = fig.add_subplot(1, 1, 1)

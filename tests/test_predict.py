@@ -351,6 +351,17 @@ def test_bad_inputs_fail_in_one_line(sbu_run, ntu_model, tmp_path, capsys):
     assert 'does not fit the model' in err and 'fc.weight' in err, err
 
 
+def test_flip_y_turns_image_coordinates_upright(ntu_model):
+  """Image keypoints (y down) into a model of camera coordinates (y up): --flip_y negates y
+  alone, after the scale."""
+  rng = np.random.default_rng(0)
+  clip = predict.Clip('c', 'c.npy', rng.normal(size=(4, 25, 2, 2)).astype(np.float32))
+  plain = predict.fit_clip(clip, ntu_model['config'], scale=2.0)
+  flipped = predict.fit_clip(clip, ntu_model['config'], scale=2.0, flip_y=True)
+  np.testing.assert_array_equal(flipped[..., 1], -plain[..., 1])
+  np.testing.assert_array_equal(flipped[..., [0, 2]], plain[..., [0, 2]])
+
+
 def test_coco_npy_to_ntu_model_suggests_the_adapter(ntu_model, tmp_path):
   with pytest.raises(ValueError, match=r'17 joints per entity.*\(try --adapter coco17\)'):
     predict.fit_clip(predict.Clip('c', 'c.npy', np.ones((4, 17, 1, 2))), ntu_model['config'])
@@ -361,7 +372,7 @@ def test_help_runs_as_a_module():
                         capture_output=True, text=True, timeout=120, check=False)
   assert proc.returncode == 0, proc.stderr
   assert 'usage: python -m istanet_jax.predict' in proc.stdout
-  for flag in ('--window', '--stride', '--adapter', '--output_json', '--top_k'):
+  for flag in ('--window', '--stride', '--adapter', '--output_json', '--top_k', '--[no]flip_y'):
     assert flag in proc.stdout
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from configs import demo, h2o, ntu26, sbu
-from istanet_jax import augment, input_pipeline, protocols, steps, train
+from istanet_jax import augment, input_pipeline, labels, protocols, steps, train
 from conftest import prepared_sbu
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -123,6 +123,8 @@ def test_folds_command(data_dir, cache_dir, tmp_path):
     fold, pair = name.split('/')[:2]
     assert pair in REFERENCE_FOLDS[int(fold[len('fold'):])]
   assert sum(c['count'] for c in report['per_class']) == len(pooled['sample_names'])
+  # Without --class_names the classes are named as the config's label set names them.
+  assert [c['class'] for c in report['per_class']] == labels.class_names('sbu')
   md = (tmp_path / 'folds.md').read_text()
   assert 'mean ± std (ddof=1)' in md and 'Paper: 98.5%' in md and 'says nothing' in md
   assert (tmp_path / 'confusion.png').stat().st_size > 1000
