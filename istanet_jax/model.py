@@ -249,6 +249,7 @@ def conv_algorithm_run(conv_algorithm: str, dtype) -> str:
     return 'matmul'
   return conv_algorithm
 
+
 # Winograd minimal filtering F(m, k) for kernel size k: m outputs per tile and the interpolation
 # points (with infinity). F(4,5) does the token conv's work in 8 matmuls per 4 outputs instead of
 # 20, F(4,3) the temporal conv's in 6 per 4 instead of 12. Points 0, +-1, +-2, +-1/2 keep the

@@ -136,9 +136,6 @@ def asb_files(asb_setup):
       '--checkpoint', asb_setup['action']['checkpoint'], '--data_dir', str(root / 'data'),
       '--out', out['action']]) == 0
   split_ids = submissions.prepared_split_ids('assembly101', str(root / 'data'))
-  with pytest.raises(submissions.SubmissionError, match=r'assembly101 is not prepared in .*empty '
-                     r'\(python -m data_pipelines.prepare, or --manual_dir\)'):
-    submissions.prepared_split_ids('assembly101', str(root / 'empty'))
   for task in ('verb', 'noun'):
     out[task] = str(root / task / 'preds.json')
     summary = submissions.write_assembly101(asb_setup[task]['config'],
@@ -164,12 +161,17 @@ def validate_cli(capsys, *args):
 # --------------------------------------------------------------------------- H2O
 
 
-def test_h2o_submission_is_what_the_reference_writes(h2o_setup, capsys):
-  s = h2o_setup
-  out = s['root'] / 'sub' / 'action_labels.json'
-  assert submissions.main(['--submission', 'h2o', '--config', s['spec'], '--checkpoint',
+def _write_h2o(s, out):
+  """The H2O submission through the command line (Orbax checkpoint); its printout."""
+  return submissions.main(['--submission', 'h2o', '--config', s['spec'], '--checkpoint',
                            s['checkpoint'], '--data_dir', str(s['root'] / 'data'),
-                           '--out', str(out)]) == 0
+                           '--out', str(out)])
+
+
+def test_h2o_submission_is_what_the_reference_writes(h2o_setup, tmp_path, capsys):
+  s = h2o_setup
+  out = tmp_path / 'sub' / 'action_labels.json'
+  assert _write_h2o(s, out) == 0
   assert 'valid h2o submission, 8 entries' in capsys.readouterr().out
   res = load(out)
   rows = h2o.read_split_file(os.path.join(s['raw'], 'label_split', 'action_test.txt'),
@@ -190,7 +192,8 @@ def test_h2o_submission_is_what_the_reference_writes(h2o_setup, capsys):
 
 
 def test_h2o_validator_catches_bad_labels_and_ids(h2o_setup, tmp_path, capsys):
-  res = load(h2o_setup['root'] / 'sub' / 'action_labels.json')
+  assert _write_h2o(h2o_setup, tmp_path / 'action_labels.json') == 0
+  res = load(tmp_path / 'action_labels.json')
   del res['3']
   res['1'], res['2'], res['77'] = 37, 'x', 5
   bad = tmp_path / 'bad.json'
@@ -328,6 +331,12 @@ def test_validator_catches_missing_extra_short_and_malformed(asb_setup, asb_file
   rc, text = validate_cli(capsys, bad, '--kind', 'assembly101', '--data_dir', data)
   assert 'scores not summing to 1 (softmax probabilities expected): 1 entry, e.g. id 0 action ' \
          'sums to 2' in text
+
+
+def test_split_ids_say_when_nothing_is_prepared(asb_setup):
+  with pytest.raises(submissions.SubmissionError, match=r'assembly101 is not prepared in .*empty '
+                     r'\(python -m data_pipelines.prepare, or --manual_dir\)'):
+    submissions.prepared_split_ids('assembly101', str(asb_setup['root'] / 'empty'))
 
 
 def test_prediction_loop_compiles_once(asb_setup):
