@@ -231,8 +231,12 @@ def test_spill_to_disk_without_tensorflow_io(raw, tmp_path, monkeypatch):
 
   no_tf = NoTensorflow()
   monkeypatch.setattr(shuffle, 'tf', no_tf)
+  spilled, add = [], shuffle._Bucket.add  # pylint: disable=protected-access
+  monkeypatch.setattr(shuffle._Bucket, 'add',  # pylint: disable=protected-access
+                      lambda self, key, data: spilled.append(key) or add(self, key, data))
   tfds_cap = shuffle.MAX_MEM_BUFFER_SIZE
   builder = _build('h2o', raw['h2o'], tmp_path, 'array_record', shuffle_buffer_mb=0)  # spill all
+  assert spilled  # the buckets were written: through epath, since tf is not there
   assert shuffle.tf is no_tf and shuffle.MAX_MEM_BUFFER_SIZE == tfds_cap  # both restored
   assert not list(tmp_path.glob('**/bucket_*.tmp'))
   for split in ('train', 'test'):

@@ -427,10 +427,13 @@ def test_label_key_selects_the_feature_trained_on(tmp_path):
   assert len(set(verbs.values())) > 1
   it = ip.make_iterator('assembly101', 'train', batch_size=2, max_frames=200, train=False,
                         data_dir=os.fspath(tmp_path / 'data'), label_key='verb')
+  checked = 0
   for batch in it:
     for name, label, valid in zip(batch['sample_name'], batch['label'], batch['mask']):
       if valid:
         assert label == verbs[name]
+        checked += 1
+  assert checked == len(source)
   with pytest.raises(ValueError, match="no feature 'object' to use as label"):
     ip.make_iterator('assembly101', 'train', batch_size=2, max_frames=200, train=False,
                      data_dir=os.fspath(tmp_path / 'data'), label_key='object')

@@ -96,7 +96,7 @@ def test_fold_lists_and_missing_pairs(tree):
   assert not any(n.startswith('s08s09') for n in all_names)
   assert not any(n.startswith('s04s02/03/') for n in all_names)
   assert {int(n.split('/')[1]) for n in all_names} == set(range(1, 9))
-  with pytest.raises(ValueError):
+  with pytest.raises(ValueError, match=r'fold must be in 0\.\.4, got 5'):
     sbu.fold_pairs(5)
 
 

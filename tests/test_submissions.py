@@ -326,11 +326,14 @@ def test_validator_catches_missing_extra_short_and_malformed(asb_setup, asb_file
     json.loads(truncated.read_text())
   assert rc == 1  # the same place and reason as json.load gives
   assert f'error: malformed JSON at character {e.value.pos}: {e.value.msg}\n' in text
-  not_prob = dict(res, results={'0': {'action': [2.0] + [0.0] * 1379}})
+  # Every id present and well formed but for one sum: that alone makes the file INVALID.
+  not_prob = load(asb_files['action'])
+  not_prob['results']['0']['action'] = [2.0] + [0.0] * 1379
   bad.write_text(json.dumps(not_prob))
   rc, text = validate_cli(capsys, bad, '--kind', 'assembly101', '--data_dir', data)
-  assert 'scores not summing to 1 (softmax probabilities expected): 1 entry, e.g. id 0 action ' \
-         'sums to 2' in text
+  assert rc == 1 and 'INVALID assembly101 submission (1 problem(s))' in text
+  assert ('  error: scores not summing to 1 (softmax probabilities expected): 1 entry, e.g. id 0 '
+          'action sums to 2' in text)
 
 
 def test_split_ids_say_when_nothing_is_prepared(asb_setup):

@@ -6,6 +6,7 @@ import json
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import matplotlib.axes
 import numpy as np
 import pytest
 from PIL import Image
@@ -32,11 +33,16 @@ def image_size(path):
 
 
 @pytest.mark.parametrize('layout', sorted(LAYOUT_SHAPES))
-def test_skeleton_png_and_gif(tmp_path, layout):
+def test_skeleton_png_and_gif(tmp_path, layout, monkeypatch):
   seq = moving_sequence(layout)
   seq[2, :, 1] = 0  # a missing entity in one frame is skipped, not drawn at the origin
   png, gif = tmp_path / 'f.png', tmp_path / 'a.gif'
+  drawn, scatter = [], matplotlib.axes.Axes.scatter
+  monkeypatch.setattr(matplotlib.axes.Axes, 'scatter', lambda self, *a, **k: (
+      drawn.append(k.get('label')) or scatter(self, *a, **k)))
   assert viz.render_skeleton(seq, layout, str(png), frame=2, figsize=(3, 2), dpi=50) == 1
+  names = [name for name, _ in viz.get_layout(layout).entities]
+  assert drawn == [n for m, n in enumerate(names) if m != 1]  # entity 1 left out of frame 2
   assert image_size(png) == ((150, 100), 1)
   assert viz.render_skeleton(seq, layout, str(gif), figsize=(2, 2), dpi=40) == 5
   assert image_size(gif) == ((80, 80), 5)
