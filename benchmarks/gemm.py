@@ -11,7 +11,6 @@ the figure is the best of `--repeats` calls, in GFLOP/s.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import subprocess
@@ -83,13 +82,8 @@ def main(argv=None):
                           text=True, check=False)
     results[backend] = (json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0
                         else {'error': done.stderr.strip().splitlines()[-1:]})
-  from benchmarks import throughput  # pylint: disable=import-outside-toplevel
-  versions = {}
-  for package in ('numpy', 'torch'):
-    try:
-      versions[package] = importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-      versions[package] = None
+  from benchmarks import gpu_compile, throughput  # pylint: disable=import-outside-toplevel
+  versions = {p: gpu_compile.package_version(p) for p in ('numpy', 'torch')}
   report = dict(unit='GFLOP/s, float32, best of repeats', shapes=shapes(args.rows), results=results,
                 load_average=throughput.load_average(), versions=versions,
                 environment=throughput.environment())

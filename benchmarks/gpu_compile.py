@@ -146,7 +146,8 @@ GEMM_FLAGS = {'cublas': '--xla_gpu_enable_triton_gemm=false',
               'triton': '--xla_gpu_autotune_level=0'}
 
 
-def _version(package: str) -> Optional[str]:
+def package_version(package: str) -> Optional[str]:
+  """The installed version of `package`, or None where it is not installed."""
   try:
     return importlib.metadata.version(package)
   except importlib.metadata.PackageNotFoundError:
@@ -154,7 +155,7 @@ def _version(package: str) -> Optional[str]:
 
 
 def plugin_versions() -> dict:
-  return {p: _version(p) for p in _PLUGINS}
+  return {p: package_version(p) for p in _PLUGINS}
 
 
 def configure_environment(target: str, gemm: str = 'cublas', devices: int = 1) -> None:
@@ -167,7 +168,7 @@ def configure_environment(target: str, gemm: str = 'cublas', devices: int = 1) -
     if devices > 1 and 'xla_force_host_platform_device_count' not in flags:
       os.environ['XLA_FLAGS'] = f'{flags} --xla_force_host_platform_device_count={devices}'.strip()
     return
-  jax_version, versions = _version('jax'), plugin_versions()
+  jax_version, versions = package_version('jax'), plugin_versions()
   if any(v != jax_version for v in versions.values()):
     raise SystemExit(_INSTALL.format(target=target, jax=jax_version)
                      + f'\n(found {versions}, jax {jax_version})')

@@ -106,16 +106,20 @@ def detect_format(path: str) -> str:
                   f'pass --format, one of {", ".join(FORMATS)}')
 
 
-def _ntu_label(path: str, config) -> Optional[int]:
+def _ntu_label(name: str, config, label: Optional[int] = None) -> Optional[int]:
+  """An NTU subset config's class of sample `name` (a name as in the dataset says its action),
+  else of `label` (0-based over every action, as pyskl's NTU files number them); None where
+  neither says or the subset has no such class."""
   subset, _ = _ntu_subset(config)
   if subset is None:
     return None
-  try:  # a file named as in the dataset says its action
-    fields = ntu.parse_ntu_name(os.path.basename(path).split('.')[0], path)
+  try:
+    label = ntu.parse_ntu_name(name).label
   except DataError:
-    return None
-  label = ntu.class_label(fields.label, subset)
-  return label if label >= 0 else None
+    if label is None:
+      return None
+  mapped = ntu.class_label(int(label), subset)
+  return mapped if mapped >= 0 else None
 
 
 def _sbu_label(path: str) -> Optional[int]:
@@ -208,20 +212,10 @@ def read_pyskl(path: str, config=None) -> list[Clip]:
 
 
 def _pyskl_label(name: str, label, config) -> Optional[int]:
-  """An NTU subset config's class of a pyskl annotation: its action from its NTU sample name,
-  else from its label, which pyskl's NTU files number over every action (action - 1); None
-  where the subset has no such class."""
-  subset, _ = _ntu_subset(config)
-  if subset is None:
+  """A pyskl annotation's label: as given, or for an NTU subset config its class there."""
+  if _ntu_subset(config)[0] is None:
     return None if label is None else int(label)
-  try:
-    action_label = ntu.parse_ntu_name(name).label
-  except DataError:
-    if label is None:
-      return None
-    action_label = int(label)
-  mapped = ntu.class_label(action_label, subset)
-  return mapped if mapped >= 0 else None
+  return _ntu_label(name, config, label)
 
 
 def read_input(path: str, fmt: Optional[str] = None, *, start: Optional[int] = None,
@@ -243,8 +237,9 @@ def read_input(path: str, fmt: Optional[str] = None, *, start: Optional[int] = N
   if os.path.isdir(path):
     raise DataError(path, f'a directory, expected a {fmt} file')
   if fmt == 'ntu':
+    name = os.path.basename(path).split('.')[0]
     skeleton = ntu.process_skeleton_file(path, _ntu_subset(config)[1])
-    return [Clip(os.path.basename(path).split('.')[0], path, skeleton, _ntu_label(path, config))]
+    return [Clip(name, path, skeleton, _ntu_label(name, config))]
   if fmt == 'sbu':
     skeleton, _ = sbu.load_sequence(path, max_frames=sbu.MAX_FRAMES if capped else None)
     # The reader's sample name, `pair/label/seq`.

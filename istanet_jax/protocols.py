@@ -360,12 +360,14 @@ def load_score_file(path: str, labels: Optional[LabelFile] = None) -> ScoreFile:
     else:
       raise ValueError(f'{path}: expected a dict name -> scores or a list of scores, got '
                        f'{type(data).__name__}')
-    try:
-      rows = [np.asarray(r, np.float64).reshape(-1) for r in rows]
-    except (TypeError, ValueError):
-      bad = next(i for i, r in enumerate(rows) if not _is_numeric(r))
-      raise ValueError(f'{path}: the scores of {names[bad]!r} are not numbers '
-                       f'({type(rows[bad]).__name__})') from None
+    converted = []
+    for name, row in zip(names, rows):
+      try:
+        converted.append(np.asarray(row, np.float64).reshape(-1))
+      except (TypeError, ValueError):
+        raise ValueError(f'{path}: the scores of {name!r} are not numbers '
+                         f'({type(row).__name__})') from None
+    rows = converted
     if len({len(r) for r in rows}) > 1:
       raise ValueError(f'{path}: score rows of different lengths '
                        f'({sorted({len(r) for r in rows})})')
@@ -374,14 +376,6 @@ def load_score_file(path: str, labels: Optional[LabelFile] = None) -> ScoreFile:
   if scores.ndim != 2 or scores.shape[0] != len(names):
     raise ValueError(f'{path}: expected ({len(names)}, num_classes) scores, got {scores.shape}')
   return ScoreFile(path, list(names), scores, file_labels)
-
-
-def _is_numeric(row) -> bool:
-  try:
-    np.asarray(row, np.float64)
-    return True
-  except (TypeError, ValueError):
-    return False
 
 
 def _read_json(path: str):

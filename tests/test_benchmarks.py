@@ -170,6 +170,8 @@ def test_gemm_reports_every_backend(tmp_path, capsys):
   for backend, figures in report['results'].items():
     assert set(figures) == set(gemm.shapes(64)), (backend, figures)
     assert all(v > 0 for v in figures.values())
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  assert report['versions']['numpy'] == np.__version__ and report['environment']['jax']
   capsys.readouterr()
 
 

@@ -330,7 +330,7 @@ def _unset(monkeypatch, *names):
 
 
 def test_gpu_target_without_the_plugin_says_how_to_install_it(monkeypatch):
-  monkeypatch.setattr(gpu_compile, '_version',
+  monkeypatch.setattr(gpu_compile, 'package_version',
                       lambda p: None if p in gpu_compile._PLUGINS else '0.10.2')
   _unset(monkeypatch, 'JAX_PLATFORMS')
   with pytest.raises(SystemExit, match='pip install --no-deps jax-cuda12-plugin==0.10.2'):
@@ -339,7 +339,7 @@ def test_gpu_target_without_the_plugin_says_how_to_install_it(monkeypatch):
 
 
 def test_gpu_environment_is_set_before_jax_starts(monkeypatch):
-  monkeypatch.setattr(gpu_compile, '_version', lambda p: '0.10.2')
+  monkeypatch.setattr(gpu_compile, 'package_version', lambda p: '0.10.2')
   _unset(monkeypatch, 'JAX_PLATFORMS', 'JAX_SKIP_CUDA_CONSTRAINTS_CHECK')
   monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
   gpu_compile.configure_environment('h200')
