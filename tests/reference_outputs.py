@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import types
+import zlib
 
 import numpy as np
 
@@ -28,6 +29,73 @@ DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data')
 def digest(skeleton: np.ndarray) -> str:
   """sha256 of a skeleton's C-order float32 bytes, the form every stored sample digest has."""
   return hashlib.sha256(np.ascontiguousarray(skeleton, dtype=np.float32).tobytes()).hexdigest()
+
+
+def hashed_uniform(key: str, size: int) -> np.ndarray:
+  """`size` float64 values uniform in [-1, 1), a pure function of (key, index).
+
+  splitmix64's finaliser over the index offset by the key's crc32, in exact uint64 arithmetic:
+  the same numbers on every machine and numpy version (a seeded generator's stream promises
+  neither), and no structure a model could notice (a sine of the index would make every weight
+  matrix rank 2).
+  """
+  z = np.arange(size, dtype=np.uint64) + np.uint64(zlib.crc32(key.encode()) << 32)
+  z = z * np.uint64(0x9E3779B97F4A7C15)
+  z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+  z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+  z = z ^ (z >> np.uint64(31))
+  return (z >> np.uint64(11)).astype(np.float64) * 2.0**-52 - 1.0
+
+
+def hashed_state_dict(shapes: dict) -> dict[str, np.ndarray]:
+  """A reference model's state dict (float64, torch layout) from its {key: shape}.
+
+  Every value is `hashed_uniform` of its key, scaled as its role wants, so that every parameter
+  and statistic matters and the model stays well conditioned: conv weights ~U(+-1/sqrt(fan_in))
+  (torch's own default scale), biases and running means +-0.1, BatchNorm scales and `alpha`
+  1 +- 0.2, running variances 1 +- 0.5, `M` (1 +- 0.5) / num_tokens; counters 0.
+  """
+  state = {}
+  for key, shape in shapes.items():
+    shape = tuple(shape)
+    size = int(np.prod(shape, dtype=np.int64))
+    u = hashed_uniform(key, size).reshape(shape)
+    prefix, _, name = key.rpartition('.')
+    is_bn = f'{prefix}.running_mean' in shapes
+    if name == 'num_batches_tracked':
+      state[key] = np.zeros(shape, np.int64)
+    elif name == 'running_var':
+      state[key] = 1.0 + 0.5 * u
+    elif name in ('running_mean', 'bias'):
+      state[key] = 0.1 * u
+    elif name == 'alpha' or (name == 'weight' and is_bn):
+      state[key] = 1.0 + 0.2 * u
+    elif name == 'M':
+      state[key] = (1.0 + 0.5 * u) / shape[-1]
+    elif name == 'weight':
+      state[key] = u / np.sqrt(size // shape[0])
+    else:
+      raise ValueError(f'hashed_state_dict: no rule for {key!r}')
+  return state
+
+
+MODEL_BATCH = 2  # tests/data/models/
+
+
+def model_input(model_args: dict) -> tuple[np.ndarray, np.ndarray]:
+  """tests/data/models/' input: x (N, C, T, V, M) float64 `hashed_uniform('input')`, and labels
+  (1, num_classes // 2)."""
+  shape = (MODEL_BATCH, model_args['num_channels'], model_args['num_frames'],
+           model_args['num_joints'], model_args['num_persons'])
+  x = hashed_uniform('input', int(np.prod(shape))).reshape(shape)
+  return x, np.array([1, model_args['num_classes'] // 2])
+
+
+def probe(key: str, value: np.ndarray) -> tuple[float, float]:
+  """(value . hashed_uniform(key + '/probe'), |value|) in float64: the dot product moves with
+  any change of `value`, the norm gives the scale to judge it by."""
+  value = np.asarray(value, np.float64).ravel()
+  return float(value @ hashed_uniform(key + '/probe', value.size)), float(np.linalg.norm(value))
 
 
 def tree_digest(root: str) -> str:
