@@ -184,12 +184,12 @@ def test_official_configs_as_close_to_the_truth_as_the_reference(name):
     return logits_eval, logits, loss, grads, new_vars['batch_stats']
 
   logits_eval, logits_train, loss, grads, stats = run(variables)
+  keys = {'grad': case['params'], 'stats': case['stats']}
   ours = dict(logits_eval=logits_eval, logits_train=logits_train, loss=loss)
   for kind, tree in (('grad', {'params': grads}), ('stats', {'batch_stats': stats})):
     state_dict = torch_compat.state_dict_from_variables(tree, model_args)
     ours[f'{kind}_probe'] = np.array([reference_outputs.probe(k, state_dict[k])
-                                      for k in case['params' if kind == 'grad' else 'stats']])
-  keys = {'grad': case['params'], 'stats': case['stats']}
+                                      for k in keys[kind]])
   theirs = {k[len('float32/'):]: v for k, v in arrays.items() if k.startswith('float32/')}
   ours_far = _distances(ours, arrays, shapes, keys)
   theirs_far = _distances(theirs, arrays, shapes, keys)
