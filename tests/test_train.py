@@ -409,7 +409,6 @@ jax.config.update('jax_cpu_collectives_implementation', 'gloo')
 jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
 sys.path[:0] = [sys.argv[5], os.path.join(sys.argv[5], 'tests')]
 import numpy as np
-import optax
 from istanet_jax import train
 from test_train import tiny_config
 result = train.train_and_evaluate(tiny_config(sys.argv[3], num_epoch=1), sys.argv[4],
@@ -500,7 +499,6 @@ jax.config.update('jax_cpu_collectives_implementation', 'gloo')
 jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
 sys.path.insert(0, sys.argv[4])
 import numpy as np
-import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from istanet_jax import checkpoints
 replicated = NamedSharding(Mesh(np.array(jax.devices()), ('data',)), PartitionSpec())
